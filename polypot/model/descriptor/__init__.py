@@ -1,0 +1,6 @@
+"""Descriptors: atomic environments -> per-atom feature vectors (nf, nloc, dim_out)."""
+
+from .se_atten import DescrptSeAtten
+from .se_e2_a import DescrptSeA
+
+__all__ = ["DescrptSeA", "DescrptSeAtten"]

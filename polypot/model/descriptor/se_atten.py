@@ -1,0 +1,305 @@
+"""DPA-1 descriptor ``se_atten`` / ``dpa1`` and ``se_atten_v2`` (Zhang et al., 2022).
+
+Mixed-type neighbour list (one section of ``sel`` slots). Embedding G from the radial feature and
+the type embedding (``concat``: G = N([s, T_j(, T_i)]); ``strip``: G = G_s + G_s * G_t with
+G_t = N_t([T_j(, T_i)]), times s(r) when ``smooth_type_embedding``), refined by
+``attn_layer`` gated self-attention layers, then D = (G^T R)(G^T R)[:M2]^T / nnei^2 as in se_e2_a,
+with the centre's type embedding appended when ``concat_output_tebd``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..array_api import gather_neighbors, gather_types, namespace, to_numpy
+from ..env_mat import EnvMat, pair_exclude_mask
+from ..errors import ModelFormatError, check_class, check_version
+from ..network import EmbeddingNet, NetworkCollection, Params, TypeEmbedNet
+from ..precision import canonical, to_dtype
+from ..registry import register_descriptor
+from .attention import GatedAttentionLayer, NeighborGatedAttention
+
+
+@register_descriptor("se_atten", "dpa1", "se_atten_v2")
+@dataclass(frozen=True)
+class DescrptSeAtten:
+    """DPA-1. Output (nf, nloc, neuron[-1] * axis_neuron [+ tebd_dim])."""
+
+    rcut: float
+    rcut_smth: float
+    sel: int
+    ntypes: int
+    neuron: tuple[int, ...] = (25, 50, 100)
+    axis_neuron: int = 8
+    tebd_dim: int = 8
+    tebd_input_mode: str = "concat"
+    resnet_dt: bool = False
+    type_one_side: bool = False
+    attn: int = 128
+    attn_layer: int = 2
+    attn_dotr: bool = True
+    attn_mask: bool = False
+    exclude_types: tuple[tuple[int, int], ...] = ()
+    env_protection: float = 0.0
+    set_davg_zero: bool = True
+    activation_function: str = "tanh"
+    scaling_factor: float = 1.0
+    normalize: bool = True
+    temperature: float | None = None
+    trainable_ln: bool = True
+    ln_eps: float = 1e-5
+    smooth_type_embedding: bool = False
+    concat_output_tebd: bool = True
+    use_tebd_bias: bool = False
+    precision: str = "float64"
+    type_map: tuple[str, ...] | None = None
+    trainable: bool = True
+    type_name: str = "dpa1"
+    type_embedding: TypeEmbedNet | None = field(default=None, compare=False)
+
+    mixed_types = True
+
+    def __post_init__(self) -> None:
+        if self.tebd_input_mode not in ("concat", "strip"):
+            raise ModelFormatError(
+                f"se_atten: tebd_input_mode must be 'concat' or 'strip', got "
+                f"{self.tebd_input_mode!r}"
+            )
+        if self.type_embedding is None:
+            object.__setattr__(self, "type_embedding", TypeEmbedNet(
+                self.ntypes, (self.tebd_dim,), "Linear", False, self.precision, True,
+                self.use_tebd_bias, self.type_map))
+
+    # ---- derived structure -------------------------------------------------------------------
+    @property
+    def nnei(self) -> int:
+        return self.sel
+
+    @property
+    def dim_out(self) -> int:
+        return self.neuron[-1] * self.axis_neuron + (self.tebd_dim if self.concat_output_tebd
+                                                     else 0)
+
+    @property
+    def env_mat(self) -> EnvMat:
+        return EnvMat(self.rcut, self.rcut_smth, self.env_protection)
+
+    @property
+    def _tebd_in(self) -> int:
+        return self.tebd_dim if self.type_one_side else 2 * self.tebd_dim
+
+    @property
+    def embedding(self) -> EmbeddingNet:
+        in_dim = 1 + self._tebd_in if self.tebd_input_mode == "concat" else 1
+        return EmbeddingNet(in_dim, self.neuron, self.activation_function, self.resnet_dt, True,
+                            self.precision)
+
+    @property
+    def embedding_strip(self) -> EmbeddingNet:
+        return EmbeddingNet(self._tebd_in, self.neuron, self.activation_function, self.resnet_dt,
+                            True, self.precision)
+
+    @property
+    def attention(self) -> NeighborGatedAttention:
+        layer = GatedAttentionLayer(
+            self.nnei, self.neuron[-1], self.attn, 1, self.attn_dotr, self.attn_mask,
+            self.scaling_factor, self.normalize, self.temperature, True,
+            self.smooth_type_embedding, self.trainable_ln, self.ln_eps, self.precision)
+        return NeighborGatedAttention(
+            (layer,) * self.attn_layer, self.nnei, self.neuron[-1], self.attn, self.attn_dotr,
+            self.attn_mask, self.scaling_factor, self.normalize, self.temperature,
+            self.trainable_ln, self.ln_eps, self.precision)
+
+    def init(self, rng: np.random.Generator) -> Params:
+        dt = to_dtype(self.precision)
+        shape = (self.ntypes, self.nnei, 4)
+        p = {
+            "embedding": self.embedding.init(rng),
+            "type_embedding": self.type_embedding.init(rng),
+            "attention": self.attention.init(rng),
+            "davg": np.zeros(shape, dtype=dt),
+            "dstd": np.ones(shape, dtype=dt),
+        }
+        if self.tebd_input_mode == "strip":
+            p["embedding_strip"] = self.embedding_strip.init(rng)
+        return p
+
+    # ---- forward -------------------------------------------------------------------------------
+    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
+        """Descriptor (nf, nloc, dim_out) from extended coords (nf, nall, 3), types, nlist."""
+        xp = namespace(coord_ext)
+        nf, nloc, nnei = nlist.shape
+        ng = self.neuron[-1]
+        atype = atype_ext[:, :nloc]
+        rr, sw, _ = self.env_mat(coord_ext, atype, nlist, p["davg"], p["dstd"])
+        keep = pair_exclude_mask(xp, self.ntypes, self.exclude_types, atype_ext, nlist)
+        nlist = xp.where(keep, nlist, xp.full_like(nlist, -1))
+        mask = nlist >= 0
+        sw = xp.where(mask[..., None], sw, xp.zeros_like(sw))
+        rr = rr * xp.astype(keep, rr.dtype)[..., None]
+        # DeePMD-kit gathers empty slots from atom 0; keep that so padded rows agree exactly
+        safe = xp.where(mask, nlist, xp.zeros_like(nlist))
+        table = self.type_embedding(p["type_embedding"], xp)  # (ntypes + 1, tebd_dim)
+        ss = rr[..., 0:1]
+        tj = gather_types(xp, atype_ext, safe)  # (nf, nloc, nnei)
+        if self.tebd_input_mode == "concat":
+            emb_ext = xp.reshape(xp.take(table, xp.reshape(atype_ext, (-1,)), axis=0),
+                                 (nf, atype_ext.shape[1], self.tebd_dim))
+            emb_j = gather_neighbors(xp, emb_ext, safe)
+            parts = [ss, emb_j]
+            if not self.type_one_side:
+                emb_i = xp.broadcast_to(emb_ext[:, :nloc, None, :],
+                                        (nf, nloc, nnei, self.tebd_dim))
+                parts.append(emb_i)
+            gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
+        else:
+            gg_s = self.embedding(p["embedding"], ss)
+            ntp = table.shape[0]
+            if self.type_one_side:
+                gt_table = self.embedding_strip(p["embedding_strip"], table)
+                idx = tj
+            else:
+                nei = xp.broadcast_to(table[None, :, :], (ntp, ntp, self.tebd_dim))
+                cen = xp.broadcast_to(table[:, None, :], (ntp, ntp, self.tebd_dim))
+                pair = xp.reshape(xp.concat([nei, cen], axis=-1), (ntp * ntp, 2 * self.tebd_dim))
+                gt_table = self.embedding_strip(p["embedding_strip"], pair)
+                idx = atype[:, :, None] * ntp + tj
+            gg_t = xp.reshape(xp.take(gt_table, xp.reshape(idx, (-1,)), axis=0),
+                              (nf, nloc, nnei, ng))
+            if self.smooth_type_embedding:
+                gg_t = gg_t * sw
+            gg = gg_s * gg_t + gg_s
+        gg = xp.reshape(gg, (nf * nloc, nnei, ng))
+        if self.attn_layer > 0:
+            r3 = xp.reshape(rr[..., 1:4], (nf * nloc, nnei, 3))
+            norm = xp.sqrt(xp.sum(r3 * r3, axis=-1, keepdims=True))
+            unit_r = r3 / xp.maximum(norm, xp.full_like(norm, 1e-12))
+            gg = self.attention(p["attention"], gg, xp.reshape(mask, (nf * nloc, nnei)), unit_r,
+                                xp.reshape(sw, (nf * nloc, nnei, 1)))
+        rr2 = xp.reshape(rr, (nf * nloc, nnei, 4))
+        gr = xp.matmul(xp.permute_dims(gg, (0, 2, 1)), rr2) / self.nnei  # (nb, ng, 4)
+        d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
+        d = xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+        if self.concat_output_tebd:
+            emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
+                                 (nf, nloc, self.tebd_dim))
+            d = xp.concat([d, emb_loc], axis=-1)
+        return d
+
+    # ---- files -------------------------------------------------------------------------------
+    def serialize(self, p: Params) -> dict:
+        data = {
+            "@class": "Descriptor",
+            "type": self.type_name,
+            "@version": 2,
+            "rcut": self.rcut,
+            "rcut_smth": self.rcut_smth,
+            "sel": [self.sel],
+            "ntypes": self.ntypes,
+            "neuron": list(self.neuron),
+            "axis_neuron": self.axis_neuron,
+            "tebd_dim": self.tebd_dim,
+            "tebd_input_mode": self.tebd_input_mode,
+            "set_davg_zero": self.set_davg_zero,
+            "attn": self.attn,
+            "attn_layer": self.attn_layer,
+            "attn_dotr": self.attn_dotr,
+            "attn_mask": self.attn_mask,
+            "activation_function": self.activation_function,
+            "resnet_dt": self.resnet_dt,
+            "scaling_factor": self.scaling_factor,
+            "normalize": self.normalize,
+            "temperature": self.temperature,
+            "trainable_ln": self.trainable_ln,
+            "ln_eps": self.ln_eps,
+            "smooth_type_embedding": self.smooth_type_embedding,
+            "type_one_side": self.type_one_side,
+            "concat_output_tebd": self.concat_output_tebd,
+            "use_econf_tebd": False,
+            "use_tebd_bias": self.use_tebd_bias,
+            "type_map": None if self.type_map is None else list(self.type_map),
+            "precision": canonical(self.precision),
+            "embeddings": NetworkCollection(0, self.ntypes, "embedding_network",
+                                            (self.embedding,)).serialize(
+                {"networks": [p["embedding"]]}),
+            "attention_layers": self.attention.serialize(p["attention"]),
+            "env_mat": self.env_mat.serialize(),
+            "type_embedding": self.type_embedding.serialize(p["type_embedding"]),
+            "exclude_types": [list(x) for x in self.exclude_types],
+            "env_protection": self.env_protection,
+            "@variables": {"davg": to_numpy(p["davg"]), "dstd": to_numpy(p["dstd"])},
+            "trainable": self.trainable,
+            "spin": None,
+        }
+        if self.type_name == "se_atten_v2":
+            del data["tebd_input_mode"], data["smooth_type_embedding"]
+        if self.tebd_input_mode == "strip":
+            data["embeddings_strip"] = NetworkCollection(
+                0, self.ntypes, "embedding_network", (self.embedding_strip,)
+            ).serialize({"networks": [p["embedding_strip"]]})
+        return data
+
+    @classmethod
+    def deserialize(cls, data: dict) -> tuple[DescrptSeAtten, Params]:
+        check_class(data, "Descriptor")
+        check_version(data, "dpa1 descriptor", 2, 1)
+        if data.get("compress"):
+            raise ModelFormatError("dpa1: compressed descriptors are not supported yet")
+        if data.get("use_econf_tebd", False):
+            raise ModelFormatError("dpa1: use_econf_tebd is not supported yet")
+        if data.get("spin") is not None:
+            raise ModelFormatError("dpa1: spin models are not supported")
+        type_name = data.get("type", "dpa1")
+        v2 = type_name == "se_atten_v2"
+        _, ep = NetworkCollection.deserialize(data["embeddings"])
+        _, ap = NeighborGatedAttention.deserialize(data["attention_layers"])
+        tebd, tp = TypeEmbedNet.deserialize(data["type_embedding"])
+        precision = canonical(data.get("precision", "float64"))
+        dt = to_dtype(precision)
+        sel = data["sel"]
+        sel = int(sum(sel)) if isinstance(sel, list) else int(sel)
+        tm = data.get("type_map")
+        obj = cls(
+            rcut=float(data["rcut"]), rcut_smth=float(data["rcut_smth"]), sel=sel,
+            ntypes=int(data["ntypes"]), neuron=tuple(int(n) for n in data["neuron"]),
+            axis_neuron=int(data["axis_neuron"]), tebd_dim=int(data["tebd_dim"]),
+            tebd_input_mode="strip" if v2 else data.get("tebd_input_mode", "concat"),
+            resnet_dt=bool(data.get("resnet_dt", False)),
+            type_one_side=bool(data.get("type_one_side", False)),
+            attn=int(data["attn"]), attn_layer=int(data["attn_layer"]),
+            attn_dotr=bool(data.get("attn_dotr", True)),
+            attn_mask=bool(data.get("attn_mask", False)),
+            exclude_types=tuple(tuple(int(t) for t in x) for x in data.get("exclude_types", [])),
+            env_protection=float(data.get("env_protection", 0.0)),
+            set_davg_zero=bool(data.get("set_davg_zero", True)),
+            activation_function=data.get("activation_function", "tanh"),
+            scaling_factor=float(data.get("scaling_factor", 1.0)),
+            normalize=bool(data.get("normalize", True)), temperature=data.get("temperature"),
+            trainable_ln=bool(data.get("trainable_ln", True)),
+            ln_eps=float(data.get("ln_eps") or 1e-5),
+            smooth_type_embedding=True if v2 else bool(data.get("smooth_type_embedding", False)),
+            concat_output_tebd=bool(data.get("concat_output_tebd", True)),
+            use_tebd_bias=bool(data.get("use_tebd_bias", False)), precision=precision,
+            type_map=None if tm is None else tuple(tm),
+            trainable=bool(data.get("trainable", True)), type_name=type_name,
+            type_embedding=tebd,
+        )
+        var = data["@variables"]
+        params: Params = {
+            "embedding": ep["networks"][0],
+            "type_embedding": tp,
+            "attention": ap,
+            "davg": np.asarray(var["davg"]).astype(dt),
+            "dstd": np.asarray(var["dstd"]).astype(dt),
+        }
+        if obj.tebd_input_mode == "strip":
+            _, sp = NetworkCollection.deserialize(data["embeddings_strip"])
+            params["embedding_strip"] = sp["networks"][0]
+        want = (obj.ntypes, obj.nnei, 4)
+        for k in ("davg", "dstd"):
+            if params[k].shape != want:
+                raise ModelFormatError(f"dpa1: '{k}' has shape {params[k].shape}, expected {want}")
+        return obj, params

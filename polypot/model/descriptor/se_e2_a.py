@@ -1,0 +1,175 @@
+"""DeepPot-SE descriptor ``se_e2_a`` (Zhang et al., NeurIPS 2018).
+
+For centre i with normalised environment rows R (nnei, 4) and embeddings G = N(R[:, :1])
+(nnei, M): T = G^T R / nnei (M, 4) and D = T T[:M2]^T, flattened to M * M2.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..array_api import namespace, to_numpy
+from ..env_mat import EnvMat, pair_exclude_mask
+from ..errors import ModelFormatError, check_class, check_version
+from ..network import EmbeddingNet, NetworkCollection, Params
+from ..precision import canonical, to_dtype
+from ..registry import register_descriptor
+
+
+@register_descriptor("se_e2_a", "se_a")
+@dataclass(frozen=True)
+class DescrptSeA:
+    """Type-sectioned smooth-edition descriptor. Output (nf, nloc, neuron[-1] * axis_neuron)."""
+
+    rcut: float
+    rcut_smth: float
+    sel: tuple[int, ...]
+    neuron: tuple[int, ...] = (24, 48, 96)
+    axis_neuron: int = 8
+    resnet_dt: bool = False
+    type_one_side: bool = True
+    exclude_types: tuple[tuple[int, int], ...] = ()
+    env_protection: float = 0.0
+    set_davg_zero: bool = False
+    activation_function: str = "tanh"
+    precision: str = "float64"
+    type_map: tuple[str, ...] | None = None
+    trainable: bool = True
+    embeddings: NetworkCollection | None = None
+
+    mixed_types = False
+
+    def __post_init__(self) -> None:
+        if self.embeddings is None:
+            ndim = 1 if self.type_one_side else 2
+            nets = tuple(
+                EmbeddingNet(1, self.neuron, self.activation_function, self.resnet_dt, True,
+                             self.precision)
+                for _ in range(self.ntypes**ndim)
+            )
+            object.__setattr__(self, "embeddings", NetworkCollection(
+                ndim, self.ntypes, "embedding_network", nets))
+
+    @property
+    def ntypes(self) -> int:
+        return len(self.sel)
+
+    @property
+    def nnei(self) -> int:
+        return sum(self.sel)
+
+    @property
+    def dim_out(self) -> int:
+        return self.neuron[-1] * self.axis_neuron
+
+    @property
+    def env_mat(self) -> EnvMat:
+        return EnvMat(self.rcut, self.rcut_smth, self.env_protection)
+
+    def init(self, rng: np.random.Generator) -> Params:
+        dt = to_dtype(self.precision)
+        shape = (self.ntypes, self.nnei, 4)
+        return {
+            "embeddings": self.embeddings.init(rng),
+            "davg": np.zeros(shape, dtype=dt),
+            "dstd": np.ones(shape, dtype=dt),
+        }
+
+    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
+        """Descriptor (nf, nloc, M * M2) from extended coords (nf, nall, 3), types, nlist."""
+        xp = namespace(coord_ext)
+        nf, nloc, nnei = nlist.shape
+        atype = atype_ext[:, :nloc]
+        rr, _, _ = self.env_mat(coord_ext, atype, nlist, p["davg"], p["dstd"])
+        keep = pair_exclude_mask(xp, self.ntypes, self.exclude_types, atype_ext, nlist)
+        rr = rr * xp.astype(keep, rr.dtype)[..., None]
+        starts = np.cumsum((0, *self.sel))
+        ng = self.neuron[-1]
+        gr = xp.zeros((nf, nloc, ng, 4), dtype=rr.dtype)
+        for key in itertools.product(range(self.ntypes), repeat=self.embeddings.ndim):
+            tj = key[-1]
+            tr = rr[:, :, int(starts[tj]):int(starts[tj + 1]), :]
+            gg = self.embeddings.net(key)(self.embeddings.params(p["embeddings"], key),
+                                           tr[..., 0:1])
+            # (nf, nloc, ng, 4) = sum over neighbours of G^T R
+            contrib = xp.matmul(xp.permute_dims(gg, (0, 1, 3, 2)), tr)
+            if not self.type_one_side:
+                centre = xp.astype(atype == key[0], rr.dtype)[..., None, None]
+                contrib = contrib * centre
+            gr = gr + contrib
+        gr = gr / self.nnei
+        gr1 = gr[:, :, : self.axis_neuron, :]
+        d = xp.matmul(gr, xp.permute_dims(gr1, (0, 1, 3, 2)))
+        return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+
+    def serialize(self, p: Params) -> dict:
+        return {
+            "@class": "Descriptor",
+            "type": "se_e2_a",
+            "@version": 2,
+            "rcut": self.rcut,
+            "rcut_smth": self.rcut_smth,
+            "sel": list(self.sel),
+            "neuron": list(self.neuron),
+            "axis_neuron": self.axis_neuron,
+            "resnet_dt": self.resnet_dt,
+            "set_davg_zero": self.set_davg_zero,
+            "activation_function": self.activation_function,
+            "precision": canonical(self.precision),
+            "embeddings": self.embeddings.serialize(p["embeddings"]),
+            "env_mat": self.env_mat.serialize(),
+            "exclude_types": [list(x) for x in self.exclude_types],
+            "env_protection": self.env_protection,
+            "@variables": {"davg": to_numpy(p["davg"]), "dstd": to_numpy(p["dstd"])},
+            "type_map": None if self.type_map is None else list(self.type_map),
+            "trainable": self.trainable,
+            "type_one_side": self.type_one_side,
+            "spin": None,
+        }
+
+    @classmethod
+    def deserialize(cls, data: dict) -> tuple[DescrptSeA, Params]:
+        check_class(data, "Descriptor")
+        check_version(data, "se_e2_a descriptor", 2, 1)
+        if data.get("spin") is not None:
+            raise ModelFormatError("se_e2_a: spin models are not supported")
+        if data.get("env_mat", {}).get("use_exp_switch", False):
+            raise ModelFormatError("se_e2_a: use_exp_switch is not supported")
+        emb, ep = NetworkCollection.deserialize(data["embeddings"])
+        precision = canonical(data.get("precision", "float64"))
+        dt = to_dtype(precision)
+        tm = data.get("type_map")
+        obj = cls(
+            rcut=float(data["rcut"]),
+            rcut_smth=float(data["rcut_smth"]),
+            sel=tuple(int(s) for s in data["sel"]),
+            neuron=tuple(int(n) for n in data["neuron"]),
+            axis_neuron=int(data["axis_neuron"]),
+            resnet_dt=bool(data.get("resnet_dt", False)),
+            type_one_side=bool(data.get("type_one_side", emb.ndim == 1)),
+            exclude_types=tuple(tuple(int(t) for t in x) for x in data.get("exclude_types", [])),
+            env_protection=float(data.get("env_protection", 0.0)),
+            set_davg_zero=bool(data.get("set_davg_zero", False)),
+            activation_function=data.get("activation_function", "tanh"),
+            precision=precision,
+            type_map=None if tm is None else tuple(tm),
+            trainable=bool(data.get("trainable", True)),
+            embeddings=emb,
+        )
+        var = data["@variables"]
+        params = {
+            "embeddings": ep,
+            "davg": np.asarray(var["davg"]).astype(dt),
+            "dstd": np.asarray(var["dstd"]).astype(dt),
+        }
+        want = (obj.ntypes, obj.nnei, 4)
+        for k in ("davg", "dstd"):
+            if params[k].shape != want:
+                raise ModelFormatError(
+                    f"se_e2_a: '{k}' has shape {params[k].shape}, expected {want}"
+                )
+        return obj, params
