@@ -56,9 +56,16 @@ def softmax(xp: Any, x: Any, axis: int = -1) -> Any:
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
+def safe_norm(xp: Any, x: Any, axis: int = -1) -> Any:
+    """Euclidean norm along ``axis`` (keepdims) whose gradient is finite (zero) at x = 0."""
+    sq = xp.sum(x * x, axis=axis, keepdims=True)
+    nonzero = sq > 0
+    return xp.where(nonzero, xp.sqrt(xp.where(nonzero, sq, xp.ones_like(sq))), xp.zeros_like(sq))
+
+
 def l2_normalize(xp: Any, x: Any, axis: int = -1) -> Any:
     """``x / |x|`` along ``axis``."""
-    return x / xp.sqrt(xp.sum(x * x, axis=axis, keepdims=True))
+    return x / safe_norm(xp, x, axis)
 
 
 def to_numpy(x: Any) -> Any:

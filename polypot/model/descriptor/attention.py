@@ -18,6 +18,9 @@ from ..network import Layer, LayerNorm, Params
 from ..precision import canonical
 
 ATTN_SHIFT = 20.0
+# stands in for -inf on masked keys: same weights (exp underflows to 0), but an atom with no
+# neighbours gets finite (then zeroed) weights instead of NaN, so gradients stay finite
+MASKED_LOGIT = -1e30
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class GatedAttentionLayer:
             pair = s[:, :, :, None] * s[:, :, None, :]
             w = (w + ATTN_SHIFT) * pair - ATTN_SHIFT
         else:
-            w = xp.where(mask[:, None, None, :], w, xp.full_like(w, -xp.inf))
+            w = xp.where(mask[:, None, None, :], w, xp.full_like(w, MASKED_LOGIT))
         w = softmax(xp, w, axis=-1)
         w = xp.where(mask[:, None, :, None], w, xp.zeros_like(w))
         if self.smooth:

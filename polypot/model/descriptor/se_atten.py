@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..array_api import gather_neighbors, gather_types, namespace, to_numpy
+from ..array_api import gather_neighbors, gather_types, namespace, safe_norm, to_numpy
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..errors import ModelFormatError, check_class, check_version
 from ..network import EmbeddingNet, NetworkCollection, Params, TypeEmbedNet
@@ -175,7 +175,7 @@ class DescrptSeAtten:
         gg = xp.reshape(gg, (nf * nloc, nnei, ng))
         if self.attn_layer > 0:
             r3 = xp.reshape(rr[..., 1:4], (nf * nloc, nnei, 3))
-            norm = xp.sqrt(xp.sum(r3 * r3, axis=-1, keepdims=True))
+            norm = safe_norm(xp, r3)
             unit_r = r3 / xp.maximum(norm, xp.full_like(norm, 1e-12))
             gg = self.attention(p["attention"], gg, xp.reshape(mask, (nf * nloc, nnei)), unit_r,
                                 xp.reshape(sw, (nf * nloc, nnei, 1)))

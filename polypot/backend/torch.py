@@ -1,0 +1,53 @@
+"""PyTorch backend: array-api-compat's torch namespace and ``torch.autograd``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat.torch as tnp
+import numpy as np
+import torch
+
+from .base import map_params
+
+
+class TorchBackend:
+    name = "torch"
+    has_autodiff = True
+
+    def __init__(self, device: str | None = None) -> None:
+        self.device = torch.device(device or "cpu")
+
+    def namespace(self) -> Any:
+        return tnp
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x if dtype is None else x.to(dtype)
+        return torch.as_tensor(np.asarray(x, dtype=dtype), device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    def convert_params(self, params: Any) -> Any:
+        return map_params(params, lambda a: torch.as_tensor(np.asarray(a), device=self.device))
+
+    def scatter_sum(self, data: Any, index: Any, size: int) -> Any:
+        nf, _, k = data.shape
+        out = torch.zeros((nf, size, k), dtype=data.dtype, device=data.device)
+        idx = index.to(torch.int64)[:, :, None].expand(-1, -1, k)
+        return out.scatter_add(1, idx, data)
+
+    def value_and_pullback(self, fn: Callable[[Any], Any], x: Any, create_graph: bool = False
+                           ) -> tuple[Any, Callable[[Any], Any]]:
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            y = fn(x)
+
+        def pullback(cotangent: Any) -> Any:
+            (g,) = torch.autograd.grad(y, x, grad_outputs=cotangent, retain_graph=True,
+                                       create_graph=create_graph)
+            return g
+
+        return y, pullback

@@ -1,0 +1,43 @@
+"""Forces, virials and atomic virials, derived in one place from the atomic energies.
+
+F = -dE/dx on the extended atoms, folded back onto their owners through ``mapping``.
+Virial W = sum_a F_a (x) x_a (9 components, row-major, [i, j] = F_i x_j; DeePMD-kit's sign).
+Atomic virial (DeePMD-kit's convention): W_a[i, j] = -sum_l dE_l/dx_a[i] (x_a[j] - x_l[j]),
+which sums to W and does not depend on where the origin is; it is obtained from W's per-atom
+terms plus the pullbacks of sum_l x_l[j] E_l (x_l held constant).
+The gradients come from the backend's automatic differentiation (a vector-Jacobian product).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .array_api import namespace
+
+
+def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nloc: int,
+           atomic: bool = False) -> dict:
+    """Energy and its derivatives.
+
+    atomic_energy_fn: coord_ext (nf, nall, 3) -> atomic energies (nf, nloc, 1).
+    Returns energy (nf, 1), force (nf, nloc, 3), virial (nf, 9) and, with ``atomic``,
+    atom_energy (nf, nloc, 1) and atom_virial (nf, nloc, 9).
+    """
+    xp = namespace(coord_ext)
+    atom_e, pullback = backend.value_and_pullback(atomic_energy_fn, coord_ext)
+    force_ext = -pullback(xp.ones_like(atom_e))
+    nf, nall, _ = coord_ext.shape
+    x = xp.astype(coord_ext, force_ext.dtype)
+    av_ext = force_ext[:, :, :, None] * x[:, :, None, :]  # (nf, nall, 3, 3)
+    out = {
+        "energy": xp.sum(atom_e, axis=1),
+        "force": backend.scatter_sum(force_ext, mapping, nloc),
+        "virial": xp.reshape(xp.sum(av_ext, axis=1), (nf, 9)),
+    }
+    if atomic:
+        x_loc = x[:, :nloc, :]
+        corr = xp.stack([pullback(x_loc[:, :, j:j + 1]) for j in range(3)], axis=-1)
+        av_ext = xp.reshape(av_ext + corr, (nf, nall, 9))
+        out["atom_energy"] = atom_e
+        out["atom_virial"] = backend.scatter_sum(av_ext, mapping, nloc)
+    return out
