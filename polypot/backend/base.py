@@ -45,3 +45,49 @@ def map_params(params: Any, fn: Callable[[Any], Any]) -> Any:
     if params is None:
         return None
     return fn(params)
+
+
+# ---- frozen files ------------------------------------------------------------------------------
+# A frozen file holds a compiled program of the *lower* interface, runnable with only its
+# framework installed (no import of ``polypot.model``):
+#
+#   inputs   coord_ext (nf, nall, 3) float (model precision), atype_ext (nf, nall) int64
+#            (-1 = padding atom), nlist (nf, nloc, nnei) int64 (-1 = empty), mapping (nf, nall)
+#            int64
+#   outputs  energy (nf, 1), force (nf, nloc, 3), virial (nf, 9), atom_energy (nf, nloc, 1)
+#            and, from the "atomic" entry point, atom_virial (nf, nloc, 9)
+#
+# plus metadata (see ``frozen_metadata``) and the neutral model dictionary, so that
+# ``convert-backend`` can turn any frozen file back into ``.dp``.
+
+
+class FrozenModel(Protocol):
+    """A loaded frozen file."""
+
+    metadata: dict  # frozen_metadata(...) as written
+
+    def run(self, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,
+            atomic: bool = False) -> dict:
+        """NumPy inputs -> dict of NumPy outputs (keys as above)."""
+
+    def neutral_dict(self) -> dict:
+        """The neutral model dictionary (as ``polypot.io.neutral.load_neutral`` returns)."""
+
+
+def frozen_metadata(model: Any, backend: str, model_def_script: dict | None = None) -> dict:
+    """Metadata every frozen file carries (JSON-serialisable)."""
+    from .. import __version__
+
+    sel = model.sel
+    return {
+        "software": "polypot",
+        "polypot_version": __version__,
+        "backend": backend,
+        "type_map": list(model.type_map),
+        "rcut": float(model.rcut),
+        "sel": sel if isinstance(sel, int) else list(sel),
+        "mixed_types": bool(model.mixed_types),
+        "precision": model.precision,
+        "descriptor": model.descriptor_type,
+        "model_def_script": model_def_script or {},
+    }
