@@ -29,7 +29,7 @@ class Backend(Protocol):
 
     def value_and_pullback(self, fn: Callable[[Any], Any], x: Any
                            ) -> tuple[Any, Callable[[Any], Any]]:
-        """(y = fn(x), pullback) where pullback(c) = d sum(c * y) / dx (a vector-Jacobian product)."""
+        """(y = fn(x), pullback): pullback(c) = d sum(c * y) / dx, a vector-Jacobian product."""
 
 
 class NoAutodiffError(RuntimeError):

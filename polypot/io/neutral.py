@@ -102,7 +102,9 @@ def _load_dp(path: Path) -> dict:
         try:
             doc = json.loads(f.attrs["json"])
         except (json.JSONDecodeError, TypeError) as err:
-            raise ModelFormatError(f"{path}: the 'json' attribute is not valid JSON: {err}") from None
+            raise ModelFormatError(
+                f"{path}: the 'json' attribute is not valid JSON: {err}"
+            ) from None
 
         def fetch(x: Any) -> Any:
             if isinstance(x, str) and x.startswith("/"):

@@ -70,7 +70,7 @@ class DPAtomicModel:
         d = self.descriptor(p["descriptor"], coord_ext, atype_ext, nlist)
         e = self.fitting(p["fitting"], d, atype)
         nf = atype.shape[0]
-        bias = xp.reshape(xp.take(p["out_bias"][0], xp.reshape(atype, (-1,)), axis=0),
+        bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),
                           (nf, nloc, 1))
         e = e + bias
         keep_atom = real_ext[:, :nloc]

@@ -73,7 +73,8 @@ class Layer:
     def init(self, rng: np.random.Generator) -> Params:
         """Random parameters (DeePMD-kit's initial distributions)."""
         dt = to_dtype(self.precision)
-        w = rng.normal(0.0, 1.0 / math.sqrt(self.in_dim + self.out_dim), (self.in_dim, self.out_dim))
+        scale = 1.0 / math.sqrt(self.in_dim + self.out_dim)
+        w = rng.normal(0.0, scale, (self.in_dim, self.out_dim))
         b = rng.normal(0.0, 1.0, (self.out_dim,)) if self.bias else None
         idt = rng.normal(0.1, 0.001, (self.out_dim,)) if self.use_timestep else None
         return {
@@ -384,7 +385,9 @@ class NetworkCollection:
                 "EmbeddingNetwork": EmbeddingNet, "FittingNetwork": FittingNet,
             }.get(d.get("@class"))
             if klass is None:
-                raise ModelFormatError(f"NetworkCollection: unsupported network {d.get('@class')!r}")
+                raise ModelFormatError(
+                    f"NetworkCollection: unsupported network {d.get('@class')!r}"
+                )
             n, np_ = klass.deserialize(d)
             nets.append(n)
             params.append(np_)

@@ -1,4 +1,4 @@
-"""Energy fitting ``ener``: E_i = F_{t_i}(D_i) + bias_atom_e[t_i] (one shared net if mixed_types)."""
+"""Energy fitting ``ener``: E_i = F_{t_i}(D_i) + bias_atom_e[t_i]; one shared F if mixed_types."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class EnergyFitting:
             out = xp.zeros((*atype.shape, 1), dtype=descriptor.dtype)
             for t in range(self.ntypes):
                 yt = self.nets.net((t,))(self.nets.params(p["nets"], (t,)), descriptor)
-                yt = yt + bias[t]
+                yt = yt + bias[t, :]
                 out = out + yt * xp.astype(atype == t, descriptor.dtype)[..., None]
         if self.exclude_types:
             keep = xp.ones(atype.shape, dtype=xp.bool)
