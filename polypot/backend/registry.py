@@ -90,3 +90,28 @@ def default_autodiff_backend() -> str | None:
         if is_installed(name):
             return name
     return None
+
+
+def _backend_module(path: str | Path) -> Any:
+    name = backend_for_file(path)
+    if name == "numpy":
+        raise ValueError(f"{path}: .dp/.yaml are neutral files, not frozen programs")
+    if not is_installed(name):
+        raise ImportError(
+            f"{path} is a {name} model, but {BACKENDS[name].framework} is not installed: "
+            f"pip install 'polypot[{name}]'"
+        )
+    return importlib.import_module(BACKENDS[name].module)
+
+
+def freeze(path: str | Path, model: Any, params: Any, model_def_script: dict | None = None
+           ) -> None:
+    """Write the frozen file of the backend that owns ``path``'s suffix."""
+    _backend_module(path).freeze(model, params, path, model_def_script=model_def_script)
+
+
+def load_frozen(path: str | Path) -> Any:
+    """Load a frozen file (``FrozenModel``) with the backend that owns its suffix."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    return _backend_module(path).load_frozen(path)

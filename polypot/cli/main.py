@@ -7,10 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..model.errors import ModelFormatError
-from . import demo, show
+from ..errors import ModelFormatError
+from . import convert, demo, show
 
-COMMANDS = (show, demo)
+COMMANDS = (convert, show, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,12 +8,15 @@ from typing import Any
 
 import numpy as np
 
-from ..io.model_file import load_model
+from ..io.model_file import model_from_dict
+from .convert import read_neutral
 
 
 def describe(path: str) -> dict[str, Any]:
     """Summary of a model file: type map, descriptor, cutoff, sel, parameter count, precision."""
-    model, params, meta = load_model(path)
+    data = read_neutral(path)
+    model, params = model_from_dict(data, path)
+    meta = {k: v for k, v in data.items() if k != "model"}
     desc = model.atomic.descriptor
     counted: list[int] = []
 
@@ -56,6 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("show", help="print what a model file holds (type map, descriptor, ...)")
-    p.add_argument("model", help="model file (.dp, .yaml)")
+    p.add_argument("model", help="model file (.dp .yaml .pth .hlo .savedmodel .json)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=run)

@@ -1,4 +1,9 @@
-"""``DeepPot``: evaluate a model file (any supported suffix) like DeePMD-kit's ``DeepPot``."""
+"""``DeepPot``: evaluate a model file of any supported suffix, like DeePMD-kit's ``DeepPot``.
+
+Neutral files (``.dp``, ``.yaml``) are deserialised into the reference model and run on a
+backend; frozen files (``.pth``, ``.hlo``, ``.savedmodel``, ``.json``) run their compiled program
+without importing ``polypot.model``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,25 @@ from typing import Any
 
 import numpy as np
 
-from ..backend.registry import backend_for_file, default_autodiff_backend, get_backend
-from ..io.model_file import load_model
-from ..model.errors import ModelFormatError
-from ..neighbor import build_neighbor_data
+from ..backend.registry import (
+    backend_for_file,
+    canonical_name,
+    default_autodiff_backend,
+    get_backend,
+    load_frozen,
+)
+from ..neighbor import NeighborData, build_neighbor_data
 from .inputs import prepare_inputs
-from .runner import ModelRunner
+
+
+class _FrozenRunner:
+    """Adapter giving a frozen program the runner interface."""
+
+    def __init__(self, frozen: Any) -> None:
+        self.frozen = frozen
+
+    def run(self, nd: NeighborData, forces: bool = True, atomic: bool = False) -> dict:
+        return self.frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping, atomic=atomic)
 
 
 class DeepPot:
@@ -21,33 +39,46 @@ class DeepPot:
 
     ``.dp`` / ``.yaml`` run on ``backend`` (default: the first installed autodiff backend of
     torch, jax, tensorflow, paddle; NumPy when none is installed, which gives energies only).
+    Frozen files run on the backend their suffix names; ``backend`` must then be None or that one.
     """
 
     def __init__(self, model_file: str | os.PathLike, backend: str | None = None) -> None:
         self.path = Path(model_file)
         file_backend = backend_for_file(self.path)
-        if file_backend != "numpy":
-            raise ModelFormatError(
-                f"{self.path}: frozen {file_backend} files are not supported by this version; "
-                "use a .dp or .yaml model"
-            )
-        self.model, params, self.metadata = load_model(self.path)
-        name = backend or default_autodiff_backend() or "numpy"
-        self.backend_name = name
-        self._runner = ModelRunner(self.model, params, get_backend(name))
+        if file_backend == "numpy":
+            from ..io.model_file import load_model
+            from .runner import ModelRunner
+
+            model, params, self.metadata = load_model(self.path)
+            self.backend_name = backend or default_autodiff_backend() or "numpy"
+            self._runner: Any = ModelRunner(model, params, get_backend(self.backend_name))
+            sel = model.sel
+            self._info = {"type_map": model.type_map, "rcut": model.rcut, "sel": sel}
+        else:
+            if backend is not None and canonical_name(backend) != file_backend:
+                raise ValueError(
+                    f"{self.path} is a frozen {file_backend} file; it cannot run on {backend!r} "
+                    f"(convert it first: polypot convert-backend {self.path} OUT)"
+                )
+            frozen = load_frozen(self.path)
+            self.metadata = dict(frozen.metadata)
+            self.backend_name = file_backend
+            self._runner = _FrozenRunner(frozen)
+            self._info = {k: self.metadata[k] for k in ("type_map", "rcut", "sel")}
+        self._has_forces = self.backend_name != "numpy"
 
     # ---- metadata (DeePMD-kit names) -------------------------------------------------------------
     def get_type_map(self) -> list[str]:
-        return self.model.type_map
+        return list(self._info["type_map"])
 
     def get_ntypes(self) -> int:
-        return len(self.model.type_map)
+        return len(self._info["type_map"])
 
     def get_rcut(self) -> float:
-        return self.model.rcut
+        return float(self._info["rcut"])
 
     def get_sel(self) -> list[int]:
-        sel = self.model.sel
+        sel = self._info["sel"]
         return [sel] if isinstance(sel, int) else list(sel)
 
     def get_dim_fparam(self) -> int:
@@ -57,15 +88,16 @@ class DeepPot:
         return 0
 
     # ---- evaluation ------------------------------------------------------------------------------
-    def _neighbors(self, coords: Any, cells: Any, atom_types: Any) -> Any:
-        coord, cell, atype = prepare_inputs(coords, cells, atom_types, self.model.type_map)
-        return build_neighbor_data(coord, cell, atype, self.model.rcut, self.model.sel)
+    def neighbor_data(self, coords: Any, cells: Any, atom_types: Any) -> NeighborData:
+        """Checked inputs -> extended system and neighbour list for this model."""
+        coord, cell, atype = prepare_inputs(coords, cells, atom_types, self.get_type_map())
+        return build_neighbor_data(coord, cell, atype, self.get_rcut(), self._info["sel"])
 
     def eval(self, coords: Any, cells: Any, atom_types: Any, atomic: bool = False
              ) -> tuple[np.ndarray, ...]:
         """Energy (nf, 1), force (nf, natoms, 3), virial (nf, 9) [, atom_energy (nf, natoms, 1),
         atom_virial (nf, natoms, 9)] in eV, eV/Å, eV. Coordinates in Å; cells rows are vectors."""
-        nd = self._neighbors(coords, cells, atom_types)
+        nd = self.neighbor_data(coords, cells, atom_types)
         out = self._runner.run(nd, forces=True, atomic=atomic)
         res = (out["energy"], out["force"], out["virial"])
         if atomic:
@@ -75,6 +107,6 @@ class DeepPot:
     def eval_energy(self, coords: Any, cells: Any, atom_types: Any
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Energy (nf, 1) and atomic energies (nf, natoms, 1) only; works on every backend."""
-        nd = self._neighbors(coords, cells, atom_types)
+        nd = self.neighbor_data(coords, cells, atom_types)
         out = self._runner.run(nd, forces=False)
         return out["energy"], out["atom_energy"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..model.errors import ModelFormatError
+from ..errors import ModelFormatError
 
 NEUTRAL_SUFFIXES = (".dp", ".yaml", ".yml")
 
