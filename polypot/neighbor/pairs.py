@@ -10,8 +10,32 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import sys
+from types import ModuleType
+
 import numpy as np
-import vesin
+
+
+def _import_vesin() -> ModuleType:
+    """Import vesin without letting it import PyTorch.
+
+    vesin imports torch (and cupy) at import time when installed, to accept their arrays; we
+    only pass NumPy arrays, and importing torch costs seconds and memory in every process (and
+    would load torch beside a JAX- or TensorFlow-only frozen model). If torch is not loaded yet,
+    hide it while vesin is imported.
+    """
+    hidden = [m for m in ("torch", "cupy") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes "import m" raise ImportError
+    try:
+        import vesin
+    finally:
+        for m in hidden:
+            del sys.modules[m]
+    return vesin
+
+
+vesin = _import_vesin()
 
 
 class ShiftCode(NamedTuple):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 import warnings
 
 import numpy as np
@@ -530,16 +529,11 @@ def water_like(natoms: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
     return coord[None], (np.eye(3) * side * a)[None], atype
 
 
-def test_speed_192_like() -> None:
-    """A few ms for ~200 atoms, rcut 6 (generous bound to stay robust on busy CI)."""
+def test_water_density_fits_water_sel() -> None:
+    """At water density and rcut 6, DeePMD-kit's water sel [46, 92] does not overflow."""
     coord, cell, atype = water_like(216)
-    build_neighbor_data(coord, cell, atype, 6.0, [46, 92])
-    start = time.perf_counter()
-    for _ in range(10):
-        data = build_neighbor_data(coord, cell, atype, 6.0, [46, 92])
-    elapsed = (time.perf_counter() - start) / 10
+    data = build_neighbor_data(coord, cell, atype, 6.0, [46, 92])
     assert (data.overflow == 0).all()
-    assert elapsed < 0.05, elapsed
 
 
 def test_absurdly_small_cell() -> None:
@@ -568,13 +562,10 @@ def test_fallback_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
             np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
 
 
-def test_speed_12288() -> None:
-    """O(N): 12288 atoms at water density, rcut 6, well under a second."""
+def test_large_system_keeps_only_needed_images() -> None:
+    """12167 atoms (speed is measured in bench/neighbor.py): no overflow, and the extended
+    system holds only the images within rcut of the box, not whole periodic copies."""
     coord, cell, atype = water_like(12167)  # 23^3
-    build_neighbor_data(coord, cell, atype, 6.0, [46, 92])
-    start = time.perf_counter()
     data = build_neighbor_data(coord, cell, atype, 6.0, [46, 92])
-    elapsed = time.perf_counter() - start
     assert (data.overflow == 0).all()
     assert data.coord.shape[1] < 3 * 12167
-    assert elapsed < 1.0, elapsed
