@@ -8,10 +8,9 @@ the returned integer shift ``S`` always refers to the positions as given.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import sys
 from types import ModuleType
+from typing import NamedTuple
 
 import numpy as np
 
