@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,7 @@ def get_backend(name: str) -> Any:
             raise ImportError(
                 f"backend {key!r} is not available: install it with pip install 'polypot[{key}]'"
             )
-        mod = importlib.import_module(BACKENDS[key].module)
+        mod = _import_backend_module(key)
         _instances[key] = next(
             getattr(mod, a)() for a in dir(mod)
             if a.endswith("Backend") and a != "Backend" and getattr(getattr(mod, a), "name",
@@ -92,6 +93,18 @@ def default_autodiff_backend() -> str | None:
     return None
 
 
+def _import_backend_module(key: str) -> Any:
+    """Import polypot's module for backend ``key``.
+
+    Importing TensorFlow and then Paddle in one process crashes Paddle (a protobuf clash); Paddle
+    first works. So when both are installed, Paddle is imported before TensorFlow.
+    """
+    if key == "tensorflow" and "paddle" not in sys.modules and is_installed("paddle") \
+            and "tensorflow" not in sys.modules:
+        importlib.import_module("paddle")
+    return importlib.import_module(BACKENDS[key].module)
+
+
 def _backend_module(path: str | Path) -> Any:
     name = backend_for_file(path)
     if name == "numpy":
@@ -101,7 +114,7 @@ def _backend_module(path: str | Path) -> Any:
             f"{path} is a {name} model, but {BACKENDS[name].framework} is not installed: "
             f"pip install 'polypot[{name}]'"
         )
-    return importlib.import_module(BACKENDS[name].module)
+    return _import_backend_module(name)
 
 
 def freeze(path: str | Path, model: Any, params: Any, model_def_script: dict | None = None
