@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,3 +42,82 @@ class JaxBackend:
                            ) -> tuple[Any, Callable[[Any], Any]]:
         y, pull = jax.vjp(fn, x)
         return y, lambda cotangent: pull(cotangent)[0]
+
+    # ---- compiled lower interface ----------------------------------------------------------------
+    def compile_lower(self, model: Any, params: Any, atomic: bool = False
+                      ) -> Callable[[Any, Any, Any, Any], dict]:
+        """The lower evaluation of ``model`` under ``jax.jit``.
+
+        Returns ``f(coord_ext, atype_ext, nlist, mapping) -> dict`` of jax arrays: energy
+        (nf, 1) eV, force (nf, nloc, 3) eV/Å, virial (nf, 9) eV, atom_energy (nf, nloc, 1) and,
+        with ``atomic``, atom_virial (nf, nloc, 9). Inputs: coord_ext (nf, nall, 3) Å,
+        atype_ext (nf, nall) (-1 = padding), nlist (nf, nloc, nnei) (-1 = empty), mapping
+        (nf, nall); NumPy or jax arrays. The parameters are converted once and passed to the
+        compiled function as a pytree argument; each new (nf, nall, nloc) compiles once.
+        """
+        jitted = jax.jit(lower_function(model, atomic))
+        p = self.convert_params(params)
+
+        def evaluate(coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:
+            return jitted(p, coord_ext, atype_ext, nlist, mapping)
+
+        return evaluate
+
+
+class _CapturingBackend:
+    """Proxy of a backend that keeps the value of its last ``value_and_pullback`` (the atomic
+    energies ``derive`` differentiates), so that they can be returned without recomputing."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self.value: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def value_and_pullback(self, fn: Callable[[Any], Any], x: Any
+                           ) -> tuple[Any, Callable[[Any], Any]]:
+        y, pull = self._backend.value_and_pullback(fn, x)
+        self.value = y
+        return y, pull
+
+
+def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
+    """Pure ``fn(params, coord_ext, atype_ext, nlist, mapping) -> dict`` of the lower interface
+    (shapes as in :meth:`JaxBackend.compile_lower`), traceable by ``jax.jit`` and
+    ``jax.export`` (nloc is read from ``nlist.shape[1]``, so it may be symbolic). Coordinates
+    are cast to the model precision first, so float32 models give float32 results."""
+    from ..model.derivatives import derive  # lazy: loading a frozen file needs no model code
+    from ..model.precision import to_dtype
+
+    backend = JaxBackend()
+    dtype = to_dtype(model.precision)
+
+    def fn(params: Any, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:
+        coord_ext = jnp.asarray(coord_ext, dtype=dtype)  # derivatives in the model precision
+        capture = _CapturingBackend(backend)
+
+        def atomic_energy(x: Any) -> Any:
+            return model.atomic_energy(params, x, atype_ext, nlist)
+
+        out = derive(capture, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
+        out.setdefault("atom_energy", capture.value)
+        return out
+
+    return fn
+
+
+# ---- frozen files (.hlo) -----------------------------------------------------------------------
+def freeze(model: Any, params: Any, path: str | os.PathLike,
+           model_def_script: dict | None = None) -> None:
+    """Write ``model`` as a ``.hlo`` frozen file (see :mod:`polypot.backend.jax_frozen`)."""
+    from .jax_frozen import freeze as _freeze
+
+    _freeze(model, params, path, model_def_script=model_def_script)
+
+
+def load_frozen(path: str | os.PathLike) -> Any:
+    """Load a ``.hlo`` file as a ``FrozenModel``; imports no ``polypot.model`` code."""
+    from .jax_frozen import load_frozen as _load
+
+    return _load(path)

@@ -1,0 +1,263 @@
+"""JAX frozen files (``.hlo``): ``jax.export`` StableHLO programs of the lower interface.
+
+Layout (DeePMD-kit's ``.hlo``, which is a ``.dp`` file with extra entries): an HDF5 file whose
+root attribute ``json`` holds the top-level model dictionary as compact JSON, every value under
+an ``@variables`` key being stored as dataset ``/variable_NNNN`` and replaced by its path.
+Besides the neutral dictionary (``backend``, ``model``, ``model_def_script``, ``@variables``)::
+
+    @variables.stablehlo                 serialized jax.export.Exported (np.void bytes), energy,
+                                         force, virial, atom_energy
+    @variables.stablehlo_atomic_virial   the same plus atom_virial
+    constants                            DeePMD-kit's constants (type_map, rcut, sel, ...)
+    polypot                              frozen_metadata(...) and the program signature
+
+Both programs take coord_ext (nf, nall, 3) (model precision), atype_ext (nf, nall) int64,
+nlist (nf, nloc, nnei) int64, mapping (nf, nall) int64, with symbolic nf, nall, nloc
+(``nall >= nloc``, so one program serves systems with and without ghost atoms; DeePMD-kit's
+``*_no_ghost`` variants are not needed) and nnei = sum(sel) fixed. They are exported for CPU and
+CUDA. Loading imports jax, numpy and h5py only, never ``polypot.model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import jax as _jax_backend  # enables float64 before jax traces or runs anything
+from .base import frozen_metadata
+
+jax = _jax_backend.jax
+jnp = _jax_backend.jnp
+
+#: program name in ``@variables`` for ``atomic`` False / True (DeePMD-kit's names)
+PROGRAMS = {False: "stablehlo", True: "stablehlo_atomic_virial"}
+#: platforms the programs are lowered for
+PLATFORMS = ("cpu", "cuda")
+#: symbolic dimensions and their constraint
+SYMBOLS = "nf, nall, nloc"
+CONSTRAINTS = ("nall >= nloc",)
+FORMAT_VERSION = 1
+
+
+def _model_format_error() -> type[Exception]:
+    from ..errors import ModelFormatError
+
+    return ModelFormatError
+
+
+# ---- HDF5 in the .dp conventions ---------------------------------------------------------------
+def _map_variables(obj: Any, fn: Callable[[Any], Any], inside: bool = False) -> Any:
+    """Apply ``fn`` to every leaf under an ``@variables`` key (as ``polypot.io.neutral``)."""
+    if isinstance(obj, dict):
+        return {k: _map_variables(v, fn, inside or k == "@variables") for k, v in obj.items()}
+    if isinstance(obj, list):
+        return obj if (inside and not obj) else [_map_variables(v, fn, inside) for v in obj]
+    return fn(obj) if inside else obj
+
+
+def _write_h5(path: Path, doc: dict) -> None:
+    """Write ``doc`` atomically (temporary file in the same folder, then ``os.replace``)."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            counter = 0
+
+            def store(x: Any) -> Any:
+                nonlocal counter
+                if isinstance(x, (int, float)) and not isinstance(x, bool):
+                    x = np.asarray(x)
+                if not isinstance(x, (np.ndarray, np.void)):
+                    return x
+                name = f"variable_{counter:04d}"
+                counter += 1
+                f.create_dataset(name, data=x)
+                return "/" + name
+
+            f.attrs["json"] = json.dumps(_map_variables(doc, store), separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_h5(path: Path) -> dict:
+    """The dictionary of a file written by :func:`_write_h5` (or any ``.dp``)."""
+    import h5py
+
+    error = _model_format_error()
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise error(f"{path}: not a readable .hlo (HDF5) file: {err}") from None
+    with f:
+        try:
+            doc = json.loads(f.attrs["json"])
+        except KeyError:
+            raise error(f"{path}: HDF5 file has no 'json' attribute; not a .hlo model") from None
+        except (json.JSONDecodeError, TypeError) as err:
+            raise error(f"{path}: the 'json' attribute is not valid JSON: {err}") from None
+        if not isinstance(doc, dict):
+            raise error(f"{path}: the 'json' attribute is not a dictionary")
+
+        def fetch(x: Any) -> Any:
+            if isinstance(x, str) and x.startswith("/"):
+                try:
+                    return f[x][()]
+                except (KeyError, OSError) as err:
+                    raise error(f"{path}: dataset {x} cannot be read: {err}") from None
+            return x
+
+        return _map_variables(doc, fetch)
+
+
+# ---- freeze ------------------------------------------------------------------------------------
+def export_program(model: Any, params: Any, atomic: bool) -> bytes:
+    """Serialized ``jax.export`` program of the lower interface (parameters as constants)."""
+    from ..model.precision import to_dtype
+
+    fn = _jax_backend.lower_function(model, atomic)
+    p = _jax_backend.JaxBackend().convert_params(params)
+
+    def program(coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:
+        return fn(p, coord_ext, atype_ext, nlist, mapping)
+
+    nf, nall, nloc = jax.export.symbolic_shape(SYMBOLS, constraints=CONSTRAINTS)
+    nnei = int(np.sum(model.sel))
+    exported = jax.export.export(jax.jit(program), platforms=PLATFORMS)(
+        jax.ShapeDtypeStruct((nf, nall, 3), to_dtype(model.precision)),
+        jax.ShapeDtypeStruct((nf, nall), jnp.int64),
+        jax.ShapeDtypeStruct((nf, nloc, nnei), jnp.int64),
+        jax.ShapeDtypeStruct((nf, nall), jnp.int64),
+    )
+    return bytes(exported.serialize())
+
+
+def _constants(model: Any) -> dict:
+    """DeePMD-kit's ``constants`` entry of a ``.hlo`` file (energy models, no fparam/aparam)."""
+    sel = model.sel
+    return {
+        "type_map": list(model.type_map),
+        "rcut": float(model.rcut),
+        "dim_fparam": 0,
+        "dim_aparam": 0,
+        "sel_type": [],
+        "is_aparam_nall": False,
+        "model_output_type": ["energy"],
+        "mixed_types": bool(model.mixed_types),
+        "min_nbor_dist": None,
+        "sel": [sel] if isinstance(sel, int) else list(sel),
+    }
+
+
+def freeze(model: Any, params: Any, path: str | os.PathLike,
+           model_def_script: dict | None = None) -> None:
+    """Write ``model`` with ``params`` to the ``.hlo`` file ``path`` (atomically)."""
+    from .. import __version__
+    from ..io.model_file import model_to_dict
+
+    path = Path(path)
+    doc = model_to_dict(model, params, model_def_script)
+    doc["@variables"] = dict(doc["@variables"])
+    for atomic, key in PROGRAMS.items():
+        doc["@variables"][key] = np.void(export_program(model, params, atomic))
+    doc["constants"] = _constants(model)
+    doc["polypot"] = {
+        "format": "jax-hlo",
+        "format_version": FORMAT_VERSION,
+        "metadata": frozen_metadata(model, "jax", model_def_script),
+        "jax_version": jax.__version__,
+        "symbols": SYMBOLS,
+        "constraints": list(CONSTRAINTS),
+        "nnei": int(np.sum(model.sel)),
+        "platforms": list(PLATFORMS),
+        "programs": {key: "atomic" if atomic else "default" for atomic, key in PROGRAMS.items()},
+    }
+    doc.update(software="polypot", version=__version__, time=str(datetime.now(UTC)))
+    _write_h5(path, doc)
+
+
+# ---- load --------------------------------------------------------------------------------------
+class JaxFrozenModel:
+    """A loaded ``.hlo`` file: deserialized programs, metadata and the neutral dictionary."""
+
+    def __init__(self, doc: dict, source: str = "model") -> None:
+        error = _model_format_error()
+        info = doc.get("polypot")
+        variables = doc.get("@variables")
+        if not isinstance(info, dict) or not isinstance(variables, dict) \
+                or not isinstance(info.get("metadata"), dict) or "nnei" not in info:
+            raise error(f"{source}: not a polypot .hlo file (no 'polypot' / '@variables' entry)")
+        if info.get("format_version", 0) > FORMAT_VERSION:
+            raise error(f"{source}: .hlo format_version {info['format_version']} is newer "
+                        f"than this polypot reads ({FORMAT_VERSION}); upgrade polypot")
+        self.metadata: dict = dict(info["metadata"])
+        self.nnei = int(info["nnei"])
+        self._doc = doc
+        self._source = source
+        self._calls: dict[bool, Callable[..., Any]] = {}
+        self._programs: dict[bool, Any] = {}
+        for atomic, key in PROGRAMS.items():
+            blob = variables.get(key)
+            if blob is None:
+                raise error(f"{source}: program {key!r} is missing")
+            try:
+                exported = jax.export.deserialize(bytearray(np.asarray(blob).tobytes()))
+            except Exception as err:  # any decoding failure means a bad file
+                raise error(f"{source}: program {key!r} cannot be deserialized: {err}") from None
+            self._programs[atomic] = exported
+        self.coord_dtype = np.dtype(self._programs[False].in_avals[0].dtype)
+
+    def _call(self, atomic: bool) -> Callable[..., Any]:
+        if atomic not in self._calls:
+            self._calls[atomic] = jax.jit(self._programs[atomic].call)
+        return self._calls[atomic]
+
+    def run(self, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,
+            atomic: bool = False) -> dict:
+        """NumPy in, NumPy out: energy (nf, 1), force (nf, nloc, 3), virial (nf, 9),
+        atom_energy (nf, nloc, 1) [, atom_virial (nf, nloc, 9)]; shapes as in ``base``."""
+        coord = np.asarray(coord_ext, dtype=self.coord_dtype)
+        atype = np.asarray(atype_ext, dtype=np.int64)
+        nl = np.asarray(nlist, dtype=np.int64)
+        mp = np.asarray(mapping, dtype=np.int64)
+        if coord.ndim != 3 or coord.shape[2] != 3 or atype.shape != coord.shape[:2] \
+                or mp.shape != atype.shape or nl.ndim != 3 or nl.shape[0] != coord.shape[0]:
+            raise ValueError(
+                f"expected coord_ext (nf, nall, 3), atype_ext and mapping (nf, nall), nlist "
+                f"(nf, nloc, nnei); got {coord.shape}, {atype.shape}, {mp.shape}, {nl.shape}"
+            )
+        if nl.shape[2] != self.nnei:
+            raise ValueError(f"nlist has {nl.shape[2]} neighbour slots; this model was frozen "
+                             f"with nnei = sum(sel) = {self.nnei}")
+        if not 0 < nl.shape[1] <= coord.shape[1]:
+            raise ValueError(f"need 0 < nloc <= nall, got nloc={nl.shape[1]}, "
+                             f"nall={coord.shape[1]}")
+        out = self._call(bool(atomic))(coord, atype, nl, mp)
+        return {k: np.array(v) for k, v in out.items()}
+
+    def neutral_dict(self) -> dict:
+        """The neutral model dictionary (as ``polypot.io.neutral.load_neutral`` returns)."""
+        doc = {k: v for k, v in self._doc.items() if k not in ("constants", "polypot")}
+        doc["@variables"] = {k: v for k, v in doc.get("@variables", {}).items()
+                             if not k.startswith("stablehlo")}
+        return copy.deepcopy(doc)
+
+
+def load_frozen(path: str | os.PathLike) -> JaxFrozenModel:
+    """Read a ``.hlo`` file written by :func:`freeze`."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    return JaxFrozenModel(_read_h5(path), str(path))
