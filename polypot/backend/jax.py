@@ -64,24 +64,6 @@ class JaxBackend:
         return evaluate
 
 
-class _CapturingBackend:
-    """Proxy of a backend that keeps the value of its last ``value_and_pullback`` (the atomic
-    energies ``derive`` differentiates), so that they can be returned without recomputing."""
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-        self.value: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    def value_and_pullback(self, fn: Callable[[Any], Any], x: Any
-                           ) -> tuple[Any, Callable[[Any], Any]]:
-        y, pull = self._backend.value_and_pullback(fn, x)
-        self.value = y
-        return y, pull
-
-
 def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
     """Pure ``fn(params, coord_ext, atype_ext, nlist, mapping) -> dict`` of the lower interface
     (shapes as in :meth:`JaxBackend.compile_lower`), traceable by ``jax.jit`` and
@@ -95,14 +77,11 @@ def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
 
     def fn(params: Any, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:
         coord_ext = jnp.asarray(coord_ext, dtype=dtype)  # derivatives in the model precision
-        capture = _CapturingBackend(backend)
 
         def atomic_energy(x: Any) -> Any:
             return model.atomic_energy(params, x, atype_ext, nlist)
 
-        out = derive(capture, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
-        out.setdefault("atom_energy", capture.value)
-        return out
+        return derive(backend, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
 
     return fn
 

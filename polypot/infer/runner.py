@@ -18,6 +18,8 @@ class ModelRunner:
         self.model = model
         self.backend = backend
         self.params = backend.convert_params(params)
+        self._compiled: dict[bool, Any] = {}
+        self._compile = getattr(backend, "compile_lower", None)
 
     def run(self, nd: NeighborData, forces: bool = True, atomic: bool = False) -> dict:
         """energy (nf, 1), atom_energy (nf, nloc, 1) and, with ``forces``, force (nf, nloc, 3),
@@ -30,9 +32,12 @@ class ModelRunner:
         def atomic_energy(x: Any) -> Any:
             return self.model.atomic_energy(self.params, x, atype, nlist)
 
-        if forces:
+        if forces and self._compile is not None:
+            if atomic not in self._compiled:
+                self._compiled[atomic] = self._compile(self.model, self.params, atomic=atomic)
+            out = self._compiled[atomic](coord, atype, nlist, b.asarray(nd.mapping))
+        elif forces:
             out = derive(b, atomic_energy, coord, b.asarray(nd.mapping), nd.nloc, atomic=atomic)
-            out.setdefault("atom_energy", None)
         else:
             ae = atomic_energy(coord)
             xp = b.namespace()

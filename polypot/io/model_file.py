@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from ..model.errors import ModelFormatError
 from ..model.model import EnergyModel
 from ..model.network import Params
@@ -18,7 +16,7 @@ def model_to_dict(model: EnergyModel, params: Params, model_def_script: dict | N
     """The top-level DeePMD-kit v3 dictionary of a model."""
     variables: dict[str, Any] = {}
     if min_nbor_dist is not None:
-        variables["min_nbor_dist"] = np.asarray(min_nbor_dist, dtype=np.float64)
+        variables["min_nbor_dist"] = float(min_nbor_dist)
     return {
         "backend": "polypot",
         "model": model.serialize(params),

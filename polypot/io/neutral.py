@@ -55,6 +55,9 @@ def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         writer(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; follow the umask like open() does
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -111,7 +114,9 @@ def _load_dp(path: Path) -> dict:
                 if x not in f:
                     raise ModelFormatError(f"{path}: dataset {x} is missing (truncated file?)")
                 try:
-                    return f[x][()]
+                    value = f[x][()]
+                    # scalars (e.g. min_nbor_dist) come back as Python numbers, as written
+                    return value.item() if np.ndim(value) == 0 else value
                 except OSError as err:
                     raise ModelFormatError(f"{path}: dataset {x} cannot be read: {err}") from None
             return x
@@ -133,7 +138,7 @@ def _save_yaml(path: Path, data: dict) -> None:
 
     def write(tmp: Path) -> None:
         with open(tmp, "w") as fh:
-            yaml.safe_dump(doc, fh)
+            yaml.dump(doc, fh, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
 
     _atomic_write(path, write)
 
@@ -143,7 +148,7 @@ def _load_yaml(path: Path) -> dict:
 
     try:
         with open(path) as fh:
-            doc = yaml.safe_load(fh)
+            doc = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise ModelFormatError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(doc, dict):

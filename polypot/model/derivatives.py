@@ -20,8 +20,8 @@ def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nl
     """Energy and its derivatives.
 
     atomic_energy_fn: coord_ext (nf, nall, 3) -> atomic energies (nf, nloc, 1).
-    Returns energy (nf, 1), force (nf, nloc, 3), virial (nf, 9) and, with ``atomic``,
-    atom_energy (nf, nloc, 1) and atom_virial (nf, nloc, 9).
+    Returns energy (nf, 1), atom_energy (nf, nloc, 1), force (nf, nloc, 3), virial (nf, 9)
+    and, with ``atomic``, atom_virial (nf, nloc, 9).
     """
     xp = namespace(coord_ext)
     atom_e, pullback = backend.value_and_pullback(atomic_energy_fn, coord_ext)
@@ -31,13 +31,13 @@ def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nl
     av_ext = force_ext[:, :, :, None] * x[:, :, None, :]  # (nf, nall, 3, 3)
     out = {
         "energy": xp.sum(atom_e, axis=1),
+        "atom_energy": atom_e,
         "force": backend.scatter_sum(force_ext, mapping, nloc),
         "virial": xp.reshape(xp.sum(av_ext, axis=1), (nf, 9)),
     }
     if atomic:
-        x_loc = x[:, :nloc, :]
+        x_loc = xp.astype(x[:, :nloc, :], atom_e.dtype)  # cotangents match the output dtype
         corr = xp.stack([pullback(x_loc[:, :, j:j + 1]) for j in range(3)], axis=-1)
         av_ext = xp.reshape(av_ext + corr, (nf, nall, 9))
-        out["atom_energy"] = atom_e
         out["atom_virial"] = backend.scatter_sum(av_ext, mapping, nloc)
     return out

@@ -145,6 +145,12 @@ class Layer:
         return layer, params
 
 
+def _has_skip(in_dim: int, out_dim: int) -> bool:
+    """A resnet layer adds its input when it keeps or doubles the width (DeePMD-kit keeps the
+    timestep ``idt`` only for such layers)."""
+    return out_dim in (in_dim, 2 * in_dim)
+
+
 @dataclass(frozen=True)
 class LayerNorm:
     """Layer normalisation over the last axis, with optional affine weights."""
@@ -211,7 +217,7 @@ class EmbeddingNet:
             dims = (self.in_dim, *self.neuron)
             layers = tuple(
                 Layer(dims[i], dims[i + 1], self.activation_function, self.bias, True,
-                      self.resnet_dt, self.precision)
+                      self.resnet_dt and _has_skip(dims[i], dims[i + 1]), self.precision)
                 for i in range(len(self.neuron))
             )
             object.__setattr__(self, "layers", layers)
@@ -277,7 +283,7 @@ class FittingNet:
             dims = (self.in_dim, *self.neuron)
             hidden = [
                 Layer(dims[i], dims[i + 1], self.activation_function, True, True,
-                      self.resnet_dt, self.precision)
+                      self.resnet_dt and _has_skip(dims[i], dims[i + 1]), self.precision)
                 for i in range(len(self.neuron))
             ]
             last = Layer(dims[-1], self.out_dim, "none", self.bias_out, False, False,

@@ -98,7 +98,8 @@ class EnergyFitting:
             },
             "type_map": None if self.type_map is None else list(self.type_map),
             "tot_ener_zero": False,
-            "trainable": self.trainable,
+            "trainable": (list(self.trainable) if isinstance(self.trainable, (list, tuple))
+                          else [bool(self.trainable)] * (len(self.neuron) + 1)),
             "layer_name": None,
             "use_aparam_as_mask": False,
             "spin": None,
