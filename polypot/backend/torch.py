@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -51,3 +52,19 @@ class TorchBackend:
             return g
 
         return y, pullback
+
+
+# ---- frozen files (.pth) -----------------------------------------------------------------------
+def freeze(model: Any, params: Any, path: str | os.PathLike,
+           model_def_script: dict | None = None) -> None:
+    """Write ``model`` as a ``.pth`` frozen file (see :mod:`polypot.backend.torch_frozen`)."""
+    from .torch_frozen import freeze as _freeze
+
+    _freeze(model, params, path, model_def_script=model_def_script)
+
+
+def load_frozen(path: str | os.PathLike) -> Any:
+    """Load a ``.pth`` file as a ``FrozenModel``; imports no ``polypot.model`` code."""
+    from .torch_frozen import load_frozen as _load
+
+    return _load(path)
