@@ -43,6 +43,37 @@ class JaxBackend:
         y, pull = jax.vjp(fn, x)
         return y, lambda cotangent: pull(cotangent)[0]
 
+    def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
+        """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``.
+
+        Frames are independent, so one tangent e_(a,k) shared by all frames gives column (a, k)
+        of every frame's Hessian: 3n forward-over-reverse products, vectorised with vmap."""
+        nf, n, _ = x.shape
+        grad = jax.grad(lambda y: jnp.sum(fn(y)))
+        basis = jnp.eye(3 * n, dtype=x.dtype).reshape(3 * n, 1, n, 3)
+
+        def columns(y: Any) -> Any:
+            tangent = lambda t: jax.jvp(grad, (y,), (jnp.broadcast_to(t, y.shape),))[1]  # noqa: E731
+            return jax.vmap(tangent)(basis)
+
+        # columns[c, f, a, k] = H_f[(a, k), c]
+        return jnp.transpose(columns(x).reshape(3 * n, nf, 3 * n), (1, 2, 0))
+
+    def compile_hessian(self, model: Any, params: Any) -> Callable[[Any, Any, Any, Any], Any]:
+        """``f(coord_ext, atype_ext, nlist, mapping) -> (nf, 3 nloc, 3 nloc)`` under jax.jit
+        (compiled once per shape, parameters passed as a pytree)."""
+        from ..model.derivatives import hessian
+
+        def fn(p: Any, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> Any:
+            def atomic_energy(x: Any) -> Any:
+                return model.atomic_energy(p, x, atype_ext, nlist)
+
+            return hessian(self, atomic_energy, coord_ext, mapping, nlist.shape[1])
+
+        jitted = jax.jit(fn)
+        p = self.convert_params(params)
+        return lambda *arrays: jitted(p, *arrays)
+
     # ---- compiled lower interface ----------------------------------------------------------------
     def compile_lower(self, model: Any, params: Any, atomic: bool = False
                       ) -> Callable[[Any, Any, Any, Any], dict]:

@@ -110,3 +110,13 @@ class DeepPot:
         nd = self.neighbor_data(coords, cells, atom_types)
         out = self._runner.run(nd, forces=False)
         return out["energy"], out["atom_energy"]
+
+    def eval_hessian(self, coords: Any, cells: Any, atom_types: Any) -> np.ndarray:
+        """Hessian d2E/dx2 (nf, 3 natoms, 3 natoms) in eV/Å^2 (cell fixed; neutral files on an
+        autodiff backend)."""
+        if not hasattr(self._runner, "hessian"):
+            raise NotImplementedError(
+                f"{self.path}: Hessians are computed from .dp/.yaml files on an autodiff "
+                "backend; frozen files hold energy, force and virial programs only"
+            )
+        return self._runner.hessian(self.neighbor_data(coords, cells, atom_types))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .array_api import namespace
+from .array_api import gather_neighbors, namespace
 
 
 def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nloc: int,
@@ -41,3 +41,22 @@ def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nl
         av_ext = xp.reshape(av_ext + corr, (nf, nall, 9))
         out["atom_virial"] = backend.scatter_sum(av_ext, mapping, nloc)
     return out
+
+
+def hessian(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nloc: int
+            ) -> Any:
+    """Hessian d2E / dx dx of the local coordinates, (nf, 3 nloc, 3 nloc) in eV/Å^2.
+
+    Periodic images move rigidly with the atom they copy, so the Hessian is that of the periodic
+    system (the cell is held fixed). Uses ``backend.hessian``: second-order autodiff.
+    """
+    xp = namespace(coord_ext)
+    x_loc = coord_ext[:, :nloc, :]
+    owners = gather_neighbors(xp, x_loc, mapping[:, :, None])[:, :, 0, :]
+    shift = coord_ext - owners  # constant image offsets (zero for local atoms)
+
+    def energy_of_local(xl: Any) -> Any:
+        ext = gather_neighbors(xp, xl, mapping[:, :, None])[:, :, 0, :] + shift
+        return xp.sum(atomic_energy_fn(ext), axis=(1, 2))
+
+    return backend.hessian(energy_of_local, x_loc)
