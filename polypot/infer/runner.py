@@ -11,7 +11,6 @@ from ..model.derivatives import derive, hessian
 from ..model.model import EnergyModel
 from ..neighbor import NeighborData
 
-
 #: compiled backends see the extended atom count padded up to a multiple of this, so that an MD
 #: run (where the number of periodic images drifts) does not recompile at every step
 NALL_BUCKET = 128
