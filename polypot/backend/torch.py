@@ -54,17 +54,18 @@ class TorchBackend:
         return y, pullback
 
 
-# ---- frozen files (.pth) -----------------------------------------------------------------------
+# ---- frozen files (.pth, .pt2) -------------------------------------------------------------------
 def freeze(model: Any, params: Any, path: str | os.PathLike,
            model_def_script: dict | None = None) -> None:
-    """Write ``model`` as a ``.pth`` frozen file (see :mod:`polypot.backend.torch_frozen`)."""
+    """Write ``model`` as a ``.pth`` (torch.export) or ``.pt2`` (AOTInductor) frozen file (see
+    :mod:`polypot.backend.torch_frozen`)."""
     from .torch_frozen import freeze as _freeze
 
     _freeze(model, params, path, model_def_script=model_def_script)
 
 
 def load_frozen(path: str | os.PathLike) -> Any:
-    """Load a ``.pth`` file as a ``FrozenModel``; imports no ``polypot.model`` code."""
+    """Load a ``.pth`` / ``.pt2`` file as a ``FrozenModel``; imports no ``polypot.model`` code."""
     from .torch_frozen import load_frozen as _load
 
     return _load(path)

@@ -1,4 +1,4 @@
-"""PyTorch frozen files (``.pth``): ``torch.export`` programs of the lower interface.
+"""PyTorch frozen files: ``.pth`` (``torch.export`` programs) and ``.pt2`` (AOTInductor).
 
 Unlike DeePMD-kit, whose ``.pth`` is a TorchScript module, a polypot ``.pth`` holds a
 ``torch.export`` program (a PT2 archive written by ``torch.export.save``; read it with
@@ -8,30 +8,33 @@ functions that ``torch.jit.script`` does not understand. ``torch.export`` cannot
 ``torch.autograd.grad`` either, so the whole force computation (``polypot.model.derivatives``
 on :class:`~polypot.backend.torch.TorchBackend`) is first traced to ATen operations by
 ``make_fx`` with symbolic shapes, and that graph, forward and backward together, is exported.
-The program therefore needs no autograd at run time.
+The program therefore needs no autograd at run time. ``.pt2`` (as DeePMD-kit's exportable
+PyTorch backend) compiles the same two programs to C++ with AOTInductor: minutes to freeze,
+milliseconds to load, several times faster on CPU.
 
 Programs take coord_ext (nf, nall, 3) (model precision), atype_ext (nf, nall) int64
 (-1 = padding), nlist (nf, nloc, nnei) int64 (-1 = empty), mapping (nf, nall) int64, with
 dynamic nf, nall, nloc (``nloc <= nall``) and nnei = sum(sel) fixed, and return the tuple
 :data:`OUTPUTS` (plain program) or :data:`ATOMIC_OUTPUTS` (atomic program).
 
-Archive layout (``extra/`` entries of the PT2 zip; ``torch.export.save`` keeps only text there
-and stores a single program, hence base64 for the binary entries)::
+Layout (PT2 zip archives; ``extra/`` entries are text, hence base64 for binary ones)::
 
-    model                     the plain program: energy, force, virial, atom_energy
-    extra/polypot.json        {"format", "format_version", "metadata": frozen_metadata(...),
-                               "nnei", "outputs", "atomic_outputs", "torch_version"}
-    extra/atomic.pt2.b64      the atomic program (adds atom_virial), itself a PT2 archive
-    extra/model.dp.b64        the neutral ``.dp`` file (``convert-backend`` reads it back)
+    .pth  model                  the plain program: energy, force, virial, atom_energy
+          extra/atomic.pt2.b64   the atomic program (adds atom_virial), itself a PT2 archive:
+                                 ``torch.export.save`` stores a single program per archive
+    .pt2  data/aotinductor/model, data/aotinductor/atomic   the compiled programs
+    both  extra/polypot.json     {"format", "format_version", "metadata": frozen_metadata(...),
+                                  "nnei", "coord_dtype", "outputs", "atomic_outputs", ...}
+          extra/model.dp.b64     the neutral ``.dp`` file (``convert-backend`` reads it back)
 
 The atomic program is traced and exported once; the plain program is the same graph with the
 three extra vector-Jacobian products of atom_virial pruned (they make the atomic program about
-three times slower). ``torch.export.save`` stores one program per archive, so the atomic one
-travels base64-encoded in ``extra/``; it is deserialized only when first asked for.
-Systems without ghost atoms (nall == nloc) get one padding atom appended at run time (see
+three times slower). In a ``.pth`` the atomic program is deserialized only when first asked
+for. Systems without ghost atoms (nall == nloc) get one padding atom appended at run time (see
 :func:`_pad_one_atom`). Loading imports torch, numpy and ``polypot.io.neutral`` (for
-:meth:`TorchFrozenModel.neutral_dict` only), never ``polypot.model``. Like any pickle-based
-format, load only files you trust.
+:meth:`TorchFrozenModel.neutral_dict` only), never ``polypot.model``. Both formats unpickle or
+load native code: load only files you trust. A ``.pt2`` runs only where it was compiled
+(CPU, this architecture).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ import torch
 from .base import frozen_metadata
 
 FORMAT = "polypot-torch-export"
+AOTI_FORMAT = "polypot-torch-aoti"
 FORMAT_VERSION = 1
 #: output names of the plain and of the atomic program, in order
 OUTPUTS = ("energy", "force", "virial", "atom_energy")
@@ -59,6 +64,8 @@ ATOMIC_OUTPUTS = (*OUTPUTS, "atom_virial")
 EXTRA_INFO = "polypot.json"
 EXTRA_ATOMIC = "atomic.pt2.b64"
 EXTRA_NEUTRAL = "model.dp.b64"
+#: model names of the plain and of the atomic program in a ``.pt2`` AOTInductor package
+AOTI_MODELS = {False: "model", True: "atomic"}
 #: example sizes for tracing: all different and > 1, so that no dimension is specialised
 _EXAMPLE_NF, _EXAMPLE_NLOC, _EXAMPLE_NALL = 2, 5, 11
 
@@ -233,45 +240,107 @@ def _neutral_bytes(model: Any, params: Any, model_def_script: dict | None) -> by
         return path.read_bytes()
 
 
-def freeze(model: Any, params: Any, path: str | os.PathLike,
-           model_def_script: dict | None = None) -> None:
-    """Write ``model`` with ``params`` to the ``.pth`` file ``path`` (atomically)."""
-    path = Path(path)
-    programs = export_programs(model, params)
-    info = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "metadata": frozen_metadata(model, "torch", model_def_script),
-        "nnei": int(np.sum(model.sel)),
-        "outputs": list(OUTPUTS),
-        "atomic_outputs": list(ATOMIC_OUTPUTS),
-        "torch_version": torch.__version__,
-    }
-    extra = {
-        EXTRA_INFO: json.dumps(info),
-        EXTRA_ATOMIC: base64.b64encode(_program_bytes(programs[True])).decode("ascii"),
-        EXTRA_NEUTRAL: base64.b64encode(_neutral_bytes(model, params, model_def_script)
-                                        ).decode("ascii"),
-    }
-    data = _program_bytes(programs[False], extra)
+def _aoti_package(programs: dict[bool, torch.export.ExportedProgram], extra: dict) -> bytes:
+    """AOTInductor-compile both programs (C++ for this machine's CPU) into one PT2 package with
+    the models ``model`` (plain) and ``atomic``, plus ``extra`` files."""
+    from torch._inductor import aot_compile
+    from torch.export.pt2_archive._package import package_pt2  # what package_aoti wraps
+
+    files = {}
+    for atomic, program in programs.items():
+        args, kwargs = program.example_inputs
+        files[AOTI_MODELS[atomic]] = aot_compile(
+            program.module(check_guards=False), args, kwargs,
+            options={"aot_inductor.package": True})
+    buf = io.BytesIO()
+    package_pt2(buf, aoti_files=files, extra_files=extra)
+    return buf.getvalue()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in ``path``'s folder, then rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; follow the umask as open() does
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def freeze(model: Any, params: Any, path: str | os.PathLike,
+           model_def_script: dict | None = None) -> None:
+    """Write ``model`` with ``params`` to ``path`` (atomically): a ``.pth`` torch.export
+    archive, or, for the ``.pt2`` suffix, an AOTInductor package (minutes to compile)."""
+    from ..model.precision import to_dtype
+
+    path = Path(path)
+    aoti = path.suffix.lower() == ".pt2"
+    programs = export_programs(model, params)
+    info = {
+        "format": AOTI_FORMAT if aoti else FORMAT,
+        "format_version": FORMAT_VERSION,
+        "metadata": frozen_metadata(model, "torch", model_def_script),
+        "nnei": int(np.sum(model.sel)),
+        "coord_dtype": np.dtype(to_dtype(model.precision)).name,
+        "outputs": list(OUTPUTS),
+        "atomic_outputs": list(ATOMIC_OUTPUTS),
+        "torch_version": torch.__version__,
+    }
+    extra = {
+        EXTRA_INFO: json.dumps(info),
+        EXTRA_NEUTRAL: base64.b64encode(_neutral_bytes(model, params, model_def_script)
+                                        ).decode("ascii"),
+    }
+    if aoti:
+        data = _aoti_package(programs, extra)
+    else:
+        extra[EXTRA_ATOMIC] = base64.b64encode(_program_bytes(programs[True])).decode("ascii")
+        data = _program_bytes(programs[False], extra)
+    _write_atomically(path, data)
+
+
 # ---- load --------------------------------------------------------------------------------------
-def _load_program(data: bytes, source: str, extra_files: dict | None = None
-                  ) -> torch.export.ExportedProgram:
+def _read_extra(data: bytes, source: str) -> dict[str, str]:
+    """The ``extra/`` entries (text) of a PT2 archive, whatever its top folder is called."""
+    error = _model_format_error()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return {name.split("/", 2)[2]: archive.read(name).decode()
+                    for name in archive.namelist() if name.count("/") >= 2
+                    and name.split("/", 2)[1] == "extra"}
+    except (zipfile.BadZipFile, UnicodeDecodeError, OSError) as err:
+        raise error(f"{source}: not a readable PT2 (zip) archive: {err}") from None
+
+
+def _read_info(extra: dict[str, str], source: str) -> dict:
+    """The checked ``extra/polypot.json`` of a frozen file."""
+    error = _model_format_error()
+    if EXTRA_INFO not in extra:
+        raise error(f"{source}: not a polypot torch file (no extra/{EXTRA_INFO})")
+    try:
+        info = json.loads(extra[EXTRA_INFO])
+    except json.JSONDecodeError as err:
+        raise error(f"{source}: extra/{EXTRA_INFO} is not valid JSON: {err}") from None
+    if not isinstance(info, dict) or info.get("format") not in (FORMAT, AOTI_FORMAT):
+        raise error(f"{source}: not a polypot torch file (format "
+                    f"{info.get('format') if isinstance(info, dict) else None!r})")
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise error(f"{source}: format_version {info['format_version']} is newer than this "
+                    f"polypot reads ({FORMAT_VERSION}); upgrade polypot")
+    return info
+
+
+def _load_program(data: bytes, source: str) -> torch.export.ExportedProgram:
     """``torch.export.load`` from bytes; any failure becomes ``ModelFormatError``."""
     error = _model_format_error()
     try:
-        program = torch.export.load(io.BytesIO(data), extra_files=extra_files)
+        program = torch.export.load(io.BytesIO(data))
     except Exception as err:  # zip, JSON, pickle or schema errors all mean a bad file
         raise error(f"{source}: not a readable torch.export program: {err}") from None
     if not isinstance(program, torch.export.ExportedProgram):
@@ -279,42 +348,45 @@ def _load_program(data: bytes, source: str, extra_files: dict | None = None
     return program
 
 
+def _load_aoti(data: bytes, name: str, source: str) -> Any:
+    """The compiled model ``name`` of an AOTInductor package; failures -> ModelFormatError."""
+    from torch._inductor.package import load_package
+
+    try:
+        return load_package(io.BytesIO(data), model_name=name)
+    except Exception as err:  # missing model, a library built for another machine, ...
+        raise _model_format_error()(f"{source}: AOTInductor model {name!r} cannot be loaded: "
+                                    f"{err}") from None
+
+
 class TorchFrozenModel:
-    """A loaded ``.pth`` file: the plain program, the atomic one (deserialized on first use),
-    metadata and the neutral ``.dp`` bytes."""
+    """A loaded frozen file: ``.pth`` (torch.export programs; the atomic one is deserialized on
+    first use) or ``.pt2`` (AOTInductor package), with its metadata and neutral ``.dp``."""
 
     def __init__(self, data: bytes, source: str = "model") -> None:
         error = _model_format_error()
-        # torch.export.load fills a dict it is given only if that dict is not empty
-        extra: dict[str, Any] = {EXTRA_INFO: None}
-        program = _load_program(data, source, extra)
-        try:
-            if extra[EXTRA_INFO] is None:
-                raise KeyError(EXTRA_INFO)
-            info = json.loads(extra[EXTRA_INFO])
-        except KeyError:
-            raise error(f"{source}: not a polypot .pth file (no extra/{EXTRA_INFO})") from None
-        except json.JSONDecodeError as err:
-            raise error(f"{source}: extra/{EXTRA_INFO} is not valid JSON: {err}") from None
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            raise error(f"{source}: not a polypot torch.export file (format "
-                        f"{info.get('format') if isinstance(info, dict) else None!r})")
-        if info.get("format_version", 0) > FORMAT_VERSION:
-            raise error(f"{source}: .pth format_version {info['format_version']} is newer than "
-                        f"this polypot reads ({FORMAT_VERSION}); upgrade polypot")
-        for key in (EXTRA_ATOMIC, EXTRA_NEUTRAL):
+        extra = _read_extra(data, source)
+        info = _read_info(extra, source)
+        self.format: str = info["format"]
+        needed = (EXTRA_NEUTRAL,) if self.format == AOTI_FORMAT else (EXTRA_NEUTRAL,
+                                                                      EXTRA_ATOMIC)
+        for key in needed:
             if key not in extra:
                 raise error(f"{source}: extra/{key} is missing")
         try:
             self.metadata: dict = dict(info["metadata"])
             self.nnei = int(info["nnei"])
+            self.coord_dtype = np.dtype(info["coord_dtype"])
             self._outputs = {False: tuple(info["outputs"]), True: tuple(info["atomic_outputs"])}
         except (KeyError, TypeError, ValueError) as err:
             raise error(f"{source}: extra/{EXTRA_INFO} is incomplete ({err!r})") from None
         self._source = source
         self._extra = extra
-        self._modules: dict[bool, Any] = {False: program.module()}
-        self.coord_dtype = _coord_dtype(program)
+        if self.format == AOTI_FORMAT:
+            self._calls = {atomic: _load_aoti(data, name, source)
+                           for atomic, name in AOTI_MODELS.items()}
+        else:
+            self._calls = {False: _load_program(data, source).module()}
 
     def _b64(self, key: str) -> bytes:
         try:
@@ -323,11 +395,11 @@ class TorchFrozenModel:
             raise _model_format_error()(f"{self._source}: extra/{key} is not base64: {err}"
                                         ) from None
 
-    def _module(self, atomic: bool) -> Any:
-        if atomic not in self._modules:
+    def _call(self, atomic: bool) -> Any:
+        if atomic not in self._calls:  # the atomic torch.export program, on first use
             program = _load_program(self._b64(EXTRA_ATOMIC), f"{self._source}:{EXTRA_ATOMIC}")
-            self._modules[atomic] = program.module()
-        return self._modules[atomic]
+            self._calls[atomic] = program.module()
+        return self._calls[atomic]
 
     def run(self, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,
             atomic: bool = False) -> dict:
@@ -352,9 +424,9 @@ class TorchFrozenModel:
         if nl.shape[1] == coord.shape[1]:
             coord, atype, mp = _pad_one_atom(coord, atype, mp)
         atomic = bool(atomic)
-        module = self._module(atomic)
+        call = self._call(atomic)
         with torch.inference_mode():
-            out = module(*(torch.from_numpy(a) for a in (coord, atype, nl, mp)))
+            out = call(*(torch.from_numpy(a) for a in (coord, atype, nl, mp)))
         return {k: v.numpy() for k, v in zip(self._outputs[atomic], out, strict=True)}
 
     def neutral_dict(self) -> dict:
@@ -381,17 +453,9 @@ def _pad_one_atom(coord: np.ndarray, atype: np.ndarray, mapping: np.ndarray
             np.concatenate([mapping, np.zeros((nf, 1), np.int64)], axis=1))
 
 
-def _coord_dtype(program: torch.export.ExportedProgram) -> np.dtype:
-    """NumPy dtype of the program's first input (coord_ext)."""
-    for spec in program.graph_signature.input_specs:
-        if spec.kind == torch.export.graph_signature.InputKind.USER_INPUT:
-            node = next(n for n in program.graph.nodes if n.name == spec.arg.name)
-            return np.dtype(str(node.meta["val"].dtype).removeprefix("torch."))
-    raise _model_format_error()("program has no inputs")
-
-
 def load_frozen(path: str | os.PathLike) -> TorchFrozenModel:
-    """Read a ``.pth`` file written by :func:`freeze`."""
+    """Read a ``.pth`` or ``.pt2`` file written by :func:`freeze` (the format is read from the
+    file, not from its suffix)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")

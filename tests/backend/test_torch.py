@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -43,10 +44,10 @@ FP32_CONFIG = {
                    "axis_neuron": 2, "precision": "float32"},
     "fitting_net": {"neuron": [8, 8], "precision": "float32"},
 }
-#: (input name, model file, atomic flags) run by the subprocess; periodic: (1, 1697, 192),
+#: (input name, frozen file, atomic flags) run by the subprocess; periodic: (1, 1697, 192),
 #: cluster: (nf, 36, 36), neither the traced (2, 11, 5) nor each other's shape
-RUNS = (("periodic", "se_e2_a", (False, True)), ("cluster", "se_e2_a", (True,)),
-        ("fp32", "fp32", (False,)))
+RUNS = (("periodic", "se_e2_a.pth", (False, True)), ("cluster", "se_e2_a.pth", (True,)),
+        ("fp32", "fp32.pth", (False,)))
 
 
 def _neighbors(model, name: str, case: str, frames: slice = slice(None)) -> NeighborData:
@@ -106,20 +107,22 @@ RUNNER = textwrap.dedent("""
     from polypot.io.neutral import save_neutral
 
     work = Path(sys.argv[1])
+    runs = json.loads(sys.argv[2])
     frozen = {}
-    for stem in ("se_e2_a", "fp32"):
+    for name in dict.fromkeys(file for _, file, _ in runs):
         start = time.perf_counter()
-        frozen[stem] = load_frozen(work / f"{stem}.pth")
-        print(f"load {stem}: {time.perf_counter() - start:.2f} s")
-    for case, stem, flags in json.loads(sys.argv[2]):
+        frozen[name] = load_frozen(work / name)
+        print(f"load {name}: {time.perf_counter() - start:.2f} s")
+    for case, name, flags in runs:
         d = np.load(work / f"{case}-in.npz")
         for atomic in flags:
-            out = frozen[stem].run(d["coord"], d["atype"], d["nlist"], d["mapping"],
+            out = frozen[name].run(d["coord"], d["atype"], d["nlist"], d["mapping"],
                                    atomic=atomic)
             np.savez(work / f"{case}-{int(atomic)}-out.npz", **out)
-    (work / "metadata.json").write_text(json.dumps(frozen["se_e2_a"].metadata))
-    save_neutral(work / "neutral.dp", frozen["se_e2_a"].neutral_dict())
-    assert "polypot.model" not in sys.modules, "loading a .pth imported polypot.model"
+    first = frozen[runs[0][1]]
+    (work / "metadata.json").write_text(json.dumps(first.metadata))
+    save_neutral(work / "neutral.dp", first.neutral_dict())
+    assert "polypot.model" not in sys.modules, "loading a frozen file imported polypot.model"
     print("ok")
 """)
 
@@ -132,16 +135,23 @@ def frozen_dir(models, fp32_model, tmp_path_factory) -> Path:
     model, params = models["se_e2_a"]
     freeze(work / "se_e2_a.pth", model, params, model_def_script=SCRIPT)
     freeze(work / "fp32.pth", *fp32_model)
-    inputs = {"periodic": _neighbors(model, "se_e2_a", "periodic", slice(0, 1)),
-              "cluster": _neighbors(model, "se_e2_a", "cluster"),
-              "fp32": _neighbors(fp32_model[0], "se_e2_a", "periodic", slice(0, 1))}
+    _save_inputs(work, {"periodic": _neighbors(model, "se_e2_a", "periodic", slice(0, 1)),
+                        "cluster": _neighbors(model, "se_e2_a", "cluster"),
+                        "fp32": _neighbors(fp32_model[0], "se_e2_a", "periodic", slice(0, 1))})
+    _run_without_model_code(work, RUNS)
+    return work
+
+
+def _save_inputs(work: Path, inputs: dict[str, NeighborData]) -> None:
     for case, nd in inputs.items():
         np.savez(work / f"{case}-in.npz", coord=nd.coord, atype=nd.atype, nlist=nd.nlist,
                  mapping=nd.mapping)
-    result = subprocess.run([sys.executable, "-c", RUNNER, str(work), json.dumps(RUNS)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+
+
+def _run_without_model_code(work: Path, runs: tuple) -> None:
+    result = subprocess.run([sys.executable, "-c", RUNNER, str(work), json.dumps(runs)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
-    return work
 
 
 def _load_case(work: Path, case: str) -> tuple[dict, dict]:
@@ -185,6 +195,7 @@ def test_pth_layout_metadata_and_neutral_dict(frozen_dir, models):
     for entry in (torch_frozen.EXTRA_INFO, torch_frozen.EXTRA_ATOMIC, torch_frozen.EXTRA_NEUTRAL):
         assert any(n.endswith(f"extra/{entry}") for n in names), entry
     assert info["format"] == torch_frozen.FORMAT and info["nnei"] == 46 + 92
+    assert info["coord_dtype"] == "float64"
     assert json.loads((frozen_dir / "metadata.json").read_text()) == frozen_metadata(
         model, "torch", SCRIPT)
     back, back_params, meta = load_model(frozen_dir / "neutral.dp")
@@ -215,7 +226,7 @@ class _Double(torch.nn.Module):
 def test_pth_bad_files(tmp_path):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a zip archive")
-    with pytest.raises(ModelFormatError, match="torch.export"):
+    with pytest.raises(ModelFormatError, match="PT2"):
         load_frozen(bad)
     neutral = tmp_path / "neutral.pth"
     neutral.write_bytes((FIXTURES / "se_e2_a" / "model.dp").read_bytes())
@@ -249,6 +260,9 @@ def test_freeze_is_atomic(fp32_model, tmp_path, monkeypatch):
     monkeypatch.setattr(torch_frozen, "export_programs", lambda *a: {False: tiny, True: tiny})
     freeze(path, *fp32_model)
     assert zipfile.is_zipfile(path) and [p.name for p in tmp_path.iterdir()] == ["m.pth"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 # ---- every fixture model (slow: about a minute each to trace and export) ------------------------
@@ -263,3 +277,24 @@ def test_pth_every_fixture_model(models, name, tmp_path):
         out = frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping, atomic=True)
         _shapes_ok(out, nd.coord.shape[0], nd.nloc, atomic=True)
         _assert_matches(out, fixture_reference(name, case), nd.coord.shape[0])
+
+
+@pytest.mark.slow
+def test_pt2_aoti_package_matches_deepmd(models, tmp_path):
+    """``.pt2``: both programs AOTInductor-compiled (a few minutes on two cores)."""
+    model, params = models["se_e2_a"]
+    freeze(tmp_path / "se_e2_a.pt2", model, params, model_def_script=SCRIPT)
+    _save_inputs(tmp_path, {"periodic": _neighbors(model, "se_e2_a", "periodic", slice(0, 1)),
+                            "cluster": _neighbors(model, "se_e2_a", "cluster")})
+    runs = (("periodic", "se_e2_a.pt2", (False, True)), ("cluster", "se_e2_a.pt2", (True,)))
+    _run_without_model_code(tmp_path, runs)
+    for case in ("periodic", "cluster"):
+        d, outs = _load_case(tmp_path, case)
+        nf, nloc = d["nlist"].shape[:2]
+        for atomic, out in outs.items():
+            _shapes_ok(out, nf, nloc, atomic)
+            _assert_matches(out, fixture_reference("se_e2_a", case), nf,
+                            KEYS if atomic else KEYS[:4])
+    assert json.loads((tmp_path / "metadata.json").read_text()) == frozen_metadata(
+        model, "torch", SCRIPT)
+    assert load_frozen(tmp_path / "se_e2_a.pt2").format == torch_frozen.AOTI_FORMAT
