@@ -224,6 +224,7 @@ def _check_program(program: torch.export.ExportedProgram, args: tuple, reference
 
 def _program_bytes(program: torch.export.ExportedProgram, extra_files: dict | None = None
                    ) -> bytes:
+    """The PT2 archive ``torch.export.save`` writes for ``program`` (with ``extra/`` files)."""
     buf = io.BytesIO()
     torch.export.save(program, buf, extra_files=extra_files)
     return buf.getvalue()
