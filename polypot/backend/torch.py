@@ -53,6 +53,20 @@ class TorchBackend:
 
         return y, pullback
 
+    def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
+        """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``.
+
+        Frames are independent, so d/dx of sum_f g_f[a, k] gives row (a, k) of every frame's
+        Hessian: one double-backward pass per coordinate (3n in all)."""
+        nf, n, _ = x.shape
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(fn(x).sum(), x, create_graph=True)
+            g = g.reshape(nf, 3 * n)
+            rows = [torch.autograd.grad(g[:, c].sum(), x, retain_graph=True)[0].reshape(nf, -1)
+                    for c in range(3 * n)]
+        return torch.stack(rows, dim=1).detach()
+
 
 # ---- frozen files (.pth, .pt2) -------------------------------------------------------------------
 def freeze(model: Any, params: Any, path: str | os.PathLike,
