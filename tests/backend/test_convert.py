@@ -1,0 +1,163 @@
+"""One cross-backend test: every model kind x every ordered pair of backends, via
+``convert-backend``; fp64 against DeePMD-kit's references (1e-10), fp32 against the NumPy
+reference model (1e-5)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reference_data import FIXTURES, fixture_frames, fixture_reference, max_rel
+
+from polypot import DeepPot
+from polypot.backend.registry import available, get_backend
+from polypot.cli.convert import convert, read_neutral
+from polypot.io.model_file import load_model, save_model
+from polypot.model import build_model
+
+SUFFIX = {"numpy": ".dp", "torch": ".pth", "jax": ".hlo", "tensorflow": ".savedmodel",
+          "paddle": ".json"}
+BACKENDS = [b for b in SUFFIX if b in available()]
+# Every ordered pair runs with -m slow (each conversion freezes its target: ~40 min on 2 cores).
+# By default a cycle numpy -> torch -> jax -> tensorflow -> paddle -> numpy: every backend is
+# read once and written once, each conversion starting from the previous backend's frozen file.
+CYCLE = list(zip(BACKENDS, BACKENDS[1:] + BACKENDS[:1], strict=True))
+PAIRS = [
+    pytest.param(a, b, id=f"{a}->{b}",
+                 marks=() if (a, b) in CYCLE else pytest.mark.slow)
+    for a, b in itertools.permutations(BACKENDS, 2)
+]
+KINDS = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0"]
+
+FP32_CONFIGS = {
+    "se_e2_a": {"type": "se_e2_a", "sel": [20, 40], "neuron": [4, 8], "axis_neuron": 2,
+                "type_one_side": False},
+    "se_atten_l0": {"type": "se_atten", "sel": 40, "neuron": [4, 8], "axis_neuron": 2,
+                    "attn_layer": 0, "tebd_dim": 4},
+    "se_atten_l2": {"type": "se_atten", "sel": 40, "neuron": [4, 8], "axis_neuron": 2,
+                    "attn": 8, "attn_layer": 2, "tebd_dim": 4},
+    "se_atten_v2_l0": {"type": "se_atten_v2", "sel": 40, "neuron": [4, 8], "axis_neuron": 2,
+                       "attn_layer": 0, "tebd_dim": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict:
+    """(kind, precision) -> {backend: model file}, frozen once per backend."""
+    root = tmp_path_factory.mktemp("convert")
+    return {"root": root}
+
+
+def source_file(sources: dict, kind: str, precision: str, backend: str) -> Path:
+    key = (kind, precision, backend)
+    if key not in sources:
+        root = sources["root"]
+        neutral = root / f"{kind}_{precision}.dp"
+        if not neutral.exists():
+            if precision == "float64":
+                model, params, meta = load_model(FIXTURES / kind / "model.dp")
+            else:
+                cfg = {"type_map": ["O", "H"],
+                       "descriptor": dict(FP32_CONFIGS[kind], rcut=4.0, precision="float32"),
+                       "fitting_net": {"neuron": [8, 8], "precision": "float32"}}
+                model, params = build_model(cfg, seed=5)
+            save_model(neutral, model, params)
+        path = root / f"{kind}_{precision}_src{SUFFIX[backend]}"
+        if backend == "numpy":
+            path = neutral
+        else:
+            convert(neutral, path)
+        sources[key] = path
+    return sources[key]
+
+
+def reference(kind: str, precision: str, coord, cell, atype) -> dict:
+    if precision == "float64":
+        ref = fixture_reference(kind, "cluster")
+        return {"energy": ref["energy"][:, None], "force": ref["force"],
+                "virial": ref["virial"], "atom_energy": ref["atom_energy"][..., None],
+                "atom_virial": ref["atom_virial"]}
+    raise AssertionError
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("src,dst", PAIRS)
+def test_convert_float64(sources, kind, src, dst):
+    coord, cell, atype = fixture_frames(kind, "cluster")
+    out = sources["root"] / f"{kind}_float64_{src}_to{SUFFIX[dst]}"
+    convert(source_file(sources, kind, "float64", src), out)
+    dp = DeepPot(out) if dst != "numpy" else DeepPot(out, backend=BACKENDS[-1])
+    got = dict(zip(("energy", "force", "virial", "atom_energy", "atom_virial"),
+                   dp.eval(coord, cell, atype, atomic=True), strict=True))
+    ref = reference(kind, "float64", coord, cell, atype)
+    for key, value in got.items():
+        assert max_rel(value, ref[key]) < 1e-10, key
+    sources.setdefault((kind, "float64", dst), out)  # the next conversion in the cycle reads it
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("src,dst", PAIRS)
+def test_convert_float32(sources, kind, src, dst):
+    coord, _, atype = fixture_frames(kind, "cluster")
+    cell = np.eye(3)[None] * 9.0
+    out = sources["root"] / f"{kind}_float32_{src}_to{SUFFIX[dst]}"
+    convert(source_file(sources, kind, "float32", src), out)
+    ref_model = DeepPot(source_file(sources, kind, "float32", "numpy"), backend="numpy")
+    e_ref, ae_ref = ref_model.eval_energy(coord, cell, atype)
+    dp = DeepPot(out) if dst != "numpy" else DeepPot(out, backend="numpy")
+    e, ae = dp.eval_energy(coord, cell, atype)
+    assert max_rel(e, e_ref) < 1e-5
+    assert max_rel(ae, ae_ref) < 1e-5
+    sources.setdefault((kind, "float32", dst), out)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_frozen_file_keeps_the_neutral_dict(sources, backend):
+    src = source_file(sources, "se_atten_l2", "float64", backend)
+    original = read_neutral(FIXTURES / "se_atten_l2" / "model.dp")["model"]
+    again = read_neutral(src)["model"]
+
+    def leaves(tree, path=""):
+        if isinstance(tree, dict):
+            for k in sorted(tree):
+                yield from leaves(tree[k], f"{path}/{k}")
+        elif isinstance(tree, list):
+            for i, v in enumerate(tree):
+                yield from leaves(v, f"{path}/{i}")
+        else:
+            yield path, tree
+
+    a, b = dict(leaves(original)), dict(leaves(again))
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+def test_renamed_file_is_a_clear_error(sources, tmp_path):
+    others = [b for b in BACKENDS if b not in ("numpy",)]
+    if len(others) < 2:
+        pytest.skip("needs two frozen formats")
+    src = source_file(sources, "se_e2_a", "float64", others[0])
+    fake = tmp_path / f"renamed{SUFFIX[others[1]]}"
+    if src.is_dir():
+        import shutil
+
+        shutil.copytree(src, fake)
+    else:
+        fake.write_bytes(src.read_bytes())
+    with pytest.raises(Exception) as info:
+        DeepPot(fake)
+    assert str(fake) in str(info.value) or fake.name in str(info.value)
+
+
+def test_backend_not_installed_names_the_extra(monkeypatch, tmp_path):
+    from polypot.backend import registry
+
+    monkeypatch.setattr(registry, "is_installed", lambda name: name == "numpy")
+    path = tmp_path / "m.pth"
+    path.write_bytes(b"x")
+    with pytest.raises(ImportError, match=r"pip install 'polypot\[torch\]'"):
+        DeepPot(path)
+    assert get_backend("numpy").name == "numpy"
