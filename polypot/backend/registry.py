@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,18 @@ def _import_backend_module(key: str) -> Any:
     """
     if key == "tensorflow" and "paddle" not in sys.modules and is_installed("paddle") \
             and "tensorflow" not in sys.modules:
-        importlib.import_module("paddle")
+        _import_paddle()
+    if key == "paddle":
+        _import_paddle()
     return importlib.import_module(BACKENDS[key].module)
+
+
+def _import_paddle() -> None:
+    # Paddle warns at import that a C++ compiler cache is missing; it only matters for building
+    # Paddle extensions, which polypot never does
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No ccache found")
+        importlib.import_module("paddle")
 
 
 def _backend_module(path: str | Path) -> Any:
