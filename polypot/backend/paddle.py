@@ -106,6 +106,27 @@ class PaddleBackend:
 
         return y, pullback
 
+    def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
+        """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``: one
+        double-backward pass per coordinate (frames are independent, so d/dx sum_f g_f[c] is
+        row c of every frame's Hessian)."""
+        nf, n, _ = x.shape
+        x = x.detach()
+        x.stop_gradient = False
+        core = paddle.framework.core
+        was_prim = core._is_eager_prim_enabled()
+        core.set_prim_eager_enabled(True)  # some ops have no double-grad kernel; their
+        try:  # primitive decompositions do
+            with paddle.set_grad_enabled(True):
+                (g,) = paddle.grad([paddle.sum(fn(x))], [x], create_graph=True)
+                g = paddle.reshape(g, [nf, 3 * n])
+                rows = [paddle.reshape(
+                    paddle.grad([paddle.sum(g[:, c])], [x], retain_graph=True)[0], [nf, 3 * n])
+                    for c in range(3 * n)]
+        finally:
+            core.set_prim_eager_enabled(was_prim)
+        return paddle.stack(rows, axis=1).detach()
+
 
 @paddle.jit.not_to_static  # reads the static shape (-1 = dynamic) itself
 def _dims(x: Any) -> list[Any]:

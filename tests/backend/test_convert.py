@@ -161,3 +161,39 @@ def test_backend_not_installed_names_the_extra(monkeypatch, tmp_path):
     with pytest.raises(ImportError, match=r"pip install 'polypot\[torch\]'"):
         DeepPot(path)
     assert get_backend("numpy").name == "numpy"
+
+
+ISOLATED = """
+import sys, importlib.abc
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "polypot.model" or name.startswith("polypot.model."):
+            raise ImportError("polypot.model is blocked in this process")
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+from polypot import DeepPot
+frames = np.load(sys.argv[2])
+dp = DeepPot(sys.argv[1])
+e, f, v = dp.eval(frames["coord"], None, frames["atype"])
+np.savez(sys.argv[3], energy=e, force=f, virial=v)
+assert not any(m.startswith("polypot.model") for m in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_frozen_file_runs_where_polypot_model_cannot_be_imported(sources, tmp_path, backend):
+    import subprocess
+    import sys
+
+    coord, cell, atype = fixture_frames("se_e2_a", "cluster")
+    np.savez(tmp_path / "in.npz", coord=coord, atype=atype)
+    frozen = source_file(sources, "se_e2_a", "float64", backend)
+    subprocess.run([sys.executable, "-c", ISOLATED, str(frozen), str(tmp_path / "in.npz"),
+                    str(tmp_path / "out.npz")], check=True)
+    out = np.load(tmp_path / "out.npz")
+    ref = fixture_reference("se_e2_a", "cluster")
+    assert max_rel(out["energy"][:, 0], ref["energy"]) < 1e-10
+    assert max_rel(out["force"], ref["force"]) < 1e-10
+    assert max_rel(out["virial"], ref["virial"]) < 1e-10
