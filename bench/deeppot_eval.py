@@ -53,7 +53,9 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS))
     ap.add_argument("--precisions", nargs="+", default=["float64", "float32"])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--budget", type=float, default=60.0, help="seconds per timed cell, max")
+    ap.add_argument("--budget", type=float, default=20.0,
+                    help="seconds per timed cell; sizes estimated to need longer per call are "
+                    "reported as skipped")
     ap.add_argument("--neutral", action="store_true",
                     help="time the .dp file on each backend instead of its frozen file")
     ap.add_argument("--csv", help="also write the rows to this CSV file")
@@ -80,9 +82,18 @@ def main() -> int:
                     convert(neutral, frozen)
                     dp = DeepPot(frozen)
                 cells = []
+                last = None  # (natoms, ms) of the previous size
                 for natoms in args.sizes:
+                    estimate = None if last is None else last[1] * natoms / last[0]
+                    if estimate is not None and estimate > args.budget * 1e3:
+                        # O(N): a call would take longer than the budget; say so, don't wait
+                        cells.append(f"skipped (~{estimate / 1e3:.0f} s)")
+                        rows.append({"model": mname, "precision": prec, "backend": bname,
+                                     "natoms": natoms, "ms": cells[-1]})
+                        continue
                     try:
                         ms = time_eval(dp, natoms, args.repeats, args.budget)
+                        last = (natoms, ms)
                         cells.append(f"{ms:.1f}")
                     except MemoryError:
                         cells.append("OOM")
