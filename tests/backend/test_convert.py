@@ -197,3 +197,23 @@ def test_frozen_file_runs_where_polypot_model_cannot_be_imported(sources, tmp_pa
     assert max_rel(out["energy"][:, 0], ref["energy"]) < 1e-10
     assert max_rel(out["force"], ref["force"]) < 1e-10
     assert max_rel(out["virial"], ref["virial"]) < 1e-10
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_deeppot_sea_testcase_from_frozen_file(tmp_path, backend):
+    """DeePMD-kit's own golden file (6 atoms; periodic, open, isolated): atomic energies, forces
+    and atomic virials from each backend's frozen file."""
+    import yaml
+    from reference_data import REFERENCE_MODELS
+
+    out = tmp_path / f"sea{SUFFIX[backend]}"
+    convert(REFERENCE_MODELS / "deeppot_sea.yaml", out)
+    dp = DeepPot(out)
+    blocks = yaml.safe_load(open(REFERENCE_MODELS / "deeppot-testcase.yaml"))["results"]
+    for block in blocks:
+        coord = np.asarray(block["coord"]).reshape(1, -1, 3)
+        cell = None if block["box"] is None else np.asarray(block["box"]).reshape(1, 3, 3)
+        e, f, v, ae, av = dp.eval(coord, cell, np.asarray(block["atype"]), atomic=True)
+        assert max_rel(ae[0, :, 0], np.asarray(block["atomic_energy"])) < 1e-10
+        assert max_rel(f.reshape(-1), np.asarray(block["force"])) < 1e-10
+        assert max_rel(av.reshape(-1), np.asarray(block["atomic_virial"])) < 1e-10
