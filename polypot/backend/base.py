@@ -91,3 +91,27 @@ def frozen_metadata(model: Any, backend: str, model_def_script: dict | None = No
         "descriptor": model.descriptor_type,
         "model_def_script": model_def_script or {},
     }
+
+
+def check_lower_inputs(coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,
+                       coord_dtype: Any, nnei: int) -> tuple[Any, Any, Any, Any]:
+    """Contiguous NumPy copies (coord in ``coord_dtype``, the rest int64) of a frozen program's
+    inputs, after checking their shapes against each other and against ``nnei``."""
+    import numpy as np
+
+    coord = np.ascontiguousarray(coord_ext, dtype=coord_dtype)
+    atype = np.ascontiguousarray(atype_ext, dtype=np.int64)
+    nl = np.ascontiguousarray(nlist, dtype=np.int64)
+    mp = np.ascontiguousarray(mapping, dtype=np.int64)
+    if coord.ndim != 3 or coord.shape[2] != 3 or atype.shape != coord.shape[:2] \
+            or mp.shape != atype.shape or nl.ndim != 3 or nl.shape[0] != coord.shape[0]:
+        raise ValueError(
+            f"expected coord_ext (nf, nall, 3), atype_ext and mapping (nf, nall), nlist "
+            f"(nf, nloc, nnei); got {coord.shape}, {atype.shape}, {mp.shape}, {nl.shape}"
+        )
+    if nl.shape[2] != nnei:
+        raise ValueError(f"nlist has {nl.shape[2]} neighbour slots; this model was frozen "
+                         f"with nnei = sum(sel) = {nnei}")
+    if not 0 < nl.shape[1] <= coord.shape[1]:
+        raise ValueError(f"need 0 < nloc <= nall, got nloc={nl.shape[1]}, nall={coord.shape[1]}")
+    return coord, atype, nl, mp

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import jax as _jax_backend  # enables float64 before jax traces or runs anything
-from .base import frozen_metadata
+from .base import check_lower_inputs, frozen_metadata
 
 jax = _jax_backend.jax
 jnp = _jax_backend.jnp
@@ -228,22 +228,8 @@ class JaxFrozenModel:
             atomic: bool = False) -> dict:
         """NumPy in, NumPy out: energy (nf, 1), force (nf, nloc, 3), virial (nf, 9),
         atom_energy (nf, nloc, 1) [, atom_virial (nf, nloc, 9)]; shapes as in ``base``."""
-        coord = np.asarray(coord_ext, dtype=self.coord_dtype)
-        atype = np.asarray(atype_ext, dtype=np.int64)
-        nl = np.asarray(nlist, dtype=np.int64)
-        mp = np.asarray(mapping, dtype=np.int64)
-        if coord.ndim != 3 or coord.shape[2] != 3 or atype.shape != coord.shape[:2] \
-                or mp.shape != atype.shape or nl.ndim != 3 or nl.shape[0] != coord.shape[0]:
-            raise ValueError(
-                f"expected coord_ext (nf, nall, 3), atype_ext and mapping (nf, nall), nlist "
-                f"(nf, nloc, nnei); got {coord.shape}, {atype.shape}, {mp.shape}, {nl.shape}"
-            )
-        if nl.shape[2] != self.nnei:
-            raise ValueError(f"nlist has {nl.shape[2]} neighbour slots; this model was frozen "
-                             f"with nnei = sum(sel) = {self.nnei}")
-        if not 0 < nl.shape[1] <= coord.shape[1]:
-            raise ValueError(f"need 0 < nloc <= nall, got nloc={nl.shape[1]}, "
-                             f"nall={coord.shape[1]}")
+        coord, atype, nl, mp = check_lower_inputs(coord_ext, atype_ext, nlist, mapping,
+                                                  self.coord_dtype, self.nnei)
         out = self._call(bool(atomic))(coord, atype, nl, mp)
         return {k: np.array(v) for k, v in out.items()}
 

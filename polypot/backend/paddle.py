@@ -29,7 +29,7 @@ if "tensorflow" in sys.modules and "paddle" not in sys.modules:
 import paddle  # noqa: E402
 
 from . import paddle_namespace as pnp  # noqa: E402
-from .base import map_params  # noqa: E402
+from .base import check_lower_inputs, map_params  # noqa: E402
 
 _registered = False
 
@@ -417,22 +417,8 @@ class PaddleFrozenModel:
             atomic: bool = False) -> dict:
         """NumPy in, NumPy out: energy (nf, 1), force (nf, nloc, 3), virial (nf, 9),
         atom_energy (nf, nloc, 1) [, atom_virial (nf, nloc, 9)]; shapes as in ``base``."""
-        coord = np.ascontiguousarray(coord_ext, dtype=self.coord_dtype)
-        atype = np.ascontiguousarray(atype_ext, dtype=np.int64)
-        nl = np.ascontiguousarray(nlist, dtype=np.int64)
-        mp = np.ascontiguousarray(mapping, dtype=np.int64)
-        if coord.ndim != 3 or coord.shape[2] != 3 or atype.shape != coord.shape[:2] \
-                or mp.shape != atype.shape or nl.ndim != 3 or nl.shape[0] != coord.shape[0]:
-            raise ValueError(
-                f"expected coord_ext (nf, nall, 3), atype_ext and mapping (nf, nall), nlist "
-                f"(nf, nloc, nnei); got {coord.shape}, {atype.shape}, {mp.shape}, {nl.shape}"
-            )
-        if nl.shape[2] != self.nnei:
-            raise ValueError(f"nlist has {nl.shape[2]} neighbour slots; this model was frozen "
-                             f"with nnei = sum(sel) = {self.nnei}")
-        if not 0 < nl.shape[1] <= coord.shape[1]:
-            raise ValueError(f"need 0 < nloc <= nall, got nloc={nl.shape[1]}, "
-                             f"nall={coord.shape[1]}")
+        coord, atype, nl, mp = check_lower_inputs(coord_ext, atype_ext, nlist, mapping,
+                                                  self.coord_dtype, self.nnei)
         program = getattr(self._layer, ATOMIC_METHOD) if atomic else self._layer
         with paddle.no_grad():
             out = program(*(paddle.to_tensor(a) for a in (coord, atype, nl, mp)))
