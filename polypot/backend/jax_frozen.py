@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,10 +66,9 @@ def _write_h5(path: Path, doc: dict) -> None:
     """Write ``doc`` atomically (temporary file in the same folder, then ``os.replace``)."""
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    from ..io.neutral import atomic_write
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             counter = 0
 
@@ -86,10 +84,8 @@ def _write_h5(path: Path, doc: dict) -> None:
                 return "/" + name
 
             f.attrs["json"] = json.dumps(_map_variables(doc, store), separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def _read_h5(path: Path) -> dict:

@@ -259,19 +259,10 @@ def _aoti_package(programs: dict[bool, torch.export.ExportedProgram], extra: dic
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in ``path``'s folder, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; follow the umask as open() does
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` through a temporary file in the same folder."""
+    from ..io.neutral import atomic_write
+
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def freeze(model: Any, params: Any, path: str | os.PathLike,

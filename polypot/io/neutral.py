@@ -49,7 +49,9 @@ def _stamp(data: dict) -> dict:
     return out
 
 
-def _atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
+    """Run ``writer(tmp)`` on a temporary path in ``path``'s folder, then rename it to ``path``
+    (file modes follow the umask); on any error the temporary file is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -89,7 +91,7 @@ def _save_dp(path: Path, data: dict) -> None:
             doc = _map_variables(data, store)
             f.attrs["json"] = json.dumps(doc, separators=(",", ":"))
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _load_dp(path: Path) -> dict:
@@ -140,7 +142,7 @@ def _save_yaml(path: Path, data: dict) -> None:
         with open(tmp, "w") as fh:
             yaml.dump(doc, fh, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _load_yaml(path: Path) -> dict:
