@@ -43,6 +43,16 @@ class JaxBackend:
         y, pull = jax.vjp(fn, x)
         return y, lambda cotangent: pull(cotangent)[0]
 
+    def value_and_grad(self, fn: Callable[[Any], tuple[Any, dict]], params: dict
+                       ) -> tuple[Any, dict, dict]:
+        """(loss, aux, grads) of ``fn: params -> (scalar loss, aux dict)``."""
+        (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(params)
+        return loss, aux, grads
+
+    def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """``jax.jit`` of a training step (one compilation per batch shape)."""
+        return jax.jit(step)
+
     def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
         """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``.
 

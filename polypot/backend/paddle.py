@@ -57,6 +57,7 @@ class PaddleBackend:
 
     def __init__(self, device: str | None = None) -> None:
         self.device = device or "cpu"
+        self._create_graph = False  # True inside value_and_grad: forces stay differentiable
         paddle.set_device(self.device)
         register_namespace()
 
@@ -101,10 +102,38 @@ class PaddleBackend:
 
         def pullback(cotangent: Any) -> Any:
             (g,) = paddle.grad([y], [x], grad_outputs=[cotangent], retain_graph=retain,
-                               create_graph=False)
+                               create_graph=self._create_graph)
             return g
 
         return y, pullback
+
+    def value_and_grad(self, fn: Callable[[Any], tuple[Any, dict]], params: dict
+                       ) -> tuple[Any, dict, dict]:
+        """(loss, aux, grads) of ``fn: params -> (scalar loss, aux dict)``; pullbacks taken
+        inside ``fn`` (forces) keep their graph, so they are differentiated too."""
+        leaves = {}
+        for k, v in params.items():
+            leaf = v.detach()
+            leaf.stop_gradient = False
+            leaves[k] = leaf
+        core = paddle.framework.core
+        was_prim = core._is_eager_prim_enabled()
+        core.set_prim_eager_enabled(True)  # some ops have no double-grad kernel; their
+        self._create_graph = True  # primitive decompositions do
+        try:
+            with paddle.set_grad_enabled(True):
+                loss, aux = fn(leaves)
+                grads = paddle.grad([loss], list(leaves.values()), allow_unused=True)
+        finally:
+            self._create_graph = False
+            core.set_prim_eager_enabled(was_prim)
+        grads = {k: paddle.zeros_like(v) if g is None else g
+                 for (k, v), g in zip(leaves.items(), grads, strict=True)}
+        return loss.detach(), {k: v.detach() for k, v in aux.items()}, grads
+
+    def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """Training steps run eagerly (double backward through the force)."""
+        return step
 
     def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
         """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``: one

@@ -134,6 +134,23 @@ class TensorFlowBackend:
 
         return y, pullback
 
+    def value_and_grad(self, fn: Callable[[Any], tuple[Any, dict]], params: dict
+                       ) -> tuple[Any, dict, dict]:
+        """(loss, aux, grads) of ``fn: params -> (scalar loss, aux dict)``; the pullbacks taken
+        inside ``fn`` (forces) are recorded by this outer tape, so they are differentiated too."""
+        leaves = {k: tf.convert_to_tensor(unwrap(v)) for k, v in params.items()}
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for v in leaves.values():
+                tape.watch(v)
+            loss, aux = fn(leaves)
+        grads = tape.gradient(unwrap(loss), list(leaves.values()),
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, aux, dict(zip(leaves, grads, strict=True))
+
+    def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """Training steps run eagerly (a ``tf.function`` version is future work)."""
+        return step
+
     def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
         """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``.
 

@@ -19,6 +19,7 @@ class TorchBackend:
 
     def __init__(self, device: str | None = None) -> None:
         self.device = torch.device(device or "cpu")
+        self._create_graph = False  # True inside value_and_grad: forces stay differentiable
 
     def namespace(self) -> Any:
         return tnp
@@ -42,6 +43,7 @@ class TorchBackend:
 
     def value_and_pullback(self, fn: Callable[[Any], Any], x: Any, create_graph: bool = False
                            ) -> tuple[Any, Callable[[Any], Any]]:
+        create_graph = create_graph or self._create_graph
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             y = fn(x)
@@ -52,6 +54,26 @@ class TorchBackend:
             return g
 
         return y, pullback
+
+    def value_and_grad(self, fn: Callable[[Any], tuple[Any, dict]], params: dict
+                       ) -> tuple[Any, dict, dict]:
+        """(loss, aux, grads) of ``fn: params -> (scalar loss, aux dict)``; ``params`` is a flat
+        dict of tensors. Pullbacks taken inside ``fn`` (forces) are differentiable."""
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        self._create_graph = True
+        try:
+            with torch.enable_grad():
+                loss, aux = fn(leaves)
+                grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        finally:
+            self._create_graph = False
+        grads = {k: torch.zeros_like(v) if g is None else g
+                 for (k, v), g in zip(leaves.items(), grads, strict=True)}
+        return loss.detach(), {k: v.detach() for k, v in aux.items()}, grads
+
+    def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """Training steps run eagerly (autograd through the force needs double backward)."""
+        return step
 
     def hessian(self, fn: Callable[[Any], Any], x: Any) -> Any:
         """Per-frame Hessians (nf, 3n, 3n) of ``fn: x (nf, n, 3) -> energies (nf,)``.

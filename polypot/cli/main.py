@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ModelFormatError
-from . import convert, demo, show
+from . import change_bias, convert, demo, freeze, neighbor_stat, show, train
 
-COMMANDS = (convert, show, demo)
+COMMANDS = (train, freeze, change_bias, neighbor_stat, convert, show, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
