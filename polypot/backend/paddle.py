@@ -49,6 +49,40 @@ if "polypot.model.array_api" in sys.modules:
     register_namespace()
 
 
+#: eager composite gradients that pass ``out_grad`` through as the input gradients
+#: (``by_pass``): in Paddle 3.x a double backward through them is wrong; e.g. with
+#: f = (x + x) * (x + x) the second derivative comes out 12 instead of 8, and LayerNorm's
+#: ``(x - mean) / sqrt(mean((x - mean) ** 2) + eps)`` (two ``x - mean`` nodes) gets wrong
+#: second derivatives (DPA-1 attention: wrong training gradients, asymmetric Hessians).
+#: Their gradient kernels are used instead (their double-grad nodes are right).
+_SKIPPED_COMPOSITE_GRADS = ("add_grad", "subtract_grad", "assign_grad")
+
+
+@contextmanager
+def double_backward() -> Iterator[None]:
+    """Eager mode fit for gradients of gradients (``paddle.grad(create_graph=True)``).
+
+    Paddle's eager primitive mode is on: some gradient kernels cannot be differentiated again
+    (``pow``'s double-grad kernel fails with "The output DenseTensor DX can not be nullptr"
+    when no gradient for the base is asked for), their primitive decompositions can. The
+    composite gradients of :data:`_SKIPPED_COMPOSITE_GRADS` are skipped (their kernels used),
+    since their double backward is wrong. Both settings are restored on exit.
+    """
+    core = paddle.framework.core
+    was_prim = core._is_eager_prim_enabled()
+    user_skipped = core.prim_config["backward_blacklist"]  # skipped by the user: keep them
+    added = [op for op in _SKIPPED_COMPOSITE_GRADS if op not in user_skipped]
+    for op in added:
+        core._add_skip_comp_ops(op)
+    core.set_prim_eager_enabled(True)
+    try:
+        yield
+    finally:
+        core.set_prim_eager_enabled(was_prim)
+        for op in added:
+            core._remove_skip_comp_ops(op)
+
+
 class PaddleBackend:
     """Paddle on the CPU (or ``device``): :mod:`.paddle_namespace` and ``paddle.grad``."""
 
@@ -116,17 +150,13 @@ class PaddleBackend:
             leaf = v.detach()
             leaf.stop_gradient = False
             leaves[k] = leaf
-        core = paddle.framework.core
-        was_prim = core._is_eager_prim_enabled()
-        core.set_prim_eager_enabled(True)  # some ops have no double-grad kernel; their
-        self._create_graph = True  # primitive decompositions do
+        self._create_graph = True
         try:
-            with paddle.set_grad_enabled(True):
+            with double_backward(), paddle.set_grad_enabled(True):
                 loss, aux = fn(leaves)
                 grads = paddle.grad([loss], list(leaves.values()), allow_unused=True)
         finally:
             self._create_graph = False
-            core.set_prim_eager_enabled(was_prim)
         grads = {k: paddle.zeros_like(v) if g is None else g
                  for (k, v), g in zip(leaves.items(), grads, strict=True)}
         return loss.detach(), {k: v.detach() for k, v in aux.items()}, grads
@@ -142,18 +172,12 @@ class PaddleBackend:
         nf, n, _ = x.shape
         x = x.detach()
         x.stop_gradient = False
-        core = paddle.framework.core
-        was_prim = core._is_eager_prim_enabled()
-        core.set_prim_eager_enabled(True)  # some ops have no double-grad kernel; their
-        try:  # primitive decompositions do
-            with paddle.set_grad_enabled(True):
-                (g,) = paddle.grad([paddle.sum(fn(x))], [x], create_graph=True)
-                g = paddle.reshape(g, [nf, 3 * n])
-                rows = [paddle.reshape(
-                    paddle.grad([paddle.sum(g[:, c])], [x], retain_graph=True)[0], [nf, 3 * n])
-                    for c in range(3 * n)]
-        finally:
-            core.set_prim_eager_enabled(was_prim)
+        with double_backward(), paddle.set_grad_enabled(True):
+            (g,) = paddle.grad([paddle.sum(fn(x))], [x], create_graph=True)
+            g = paddle.reshape(g, [nf, 3 * n])
+            rows = [paddle.reshape(
+                paddle.grad([paddle.sum(g[:, c])], [x], retain_graph=True)[0], [nf, 3 * n])
+                for c in range(3 * n)]
         return paddle.stack(rows, axis=1).detach()
 
 

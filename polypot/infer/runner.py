@@ -72,13 +72,6 @@ class ModelRunner:
             nd = pad_extended(nd)
         if not hasattr(b, "hessian"):
             raise NotImplementedError(f"the {b.name} backend has no second derivatives")
-        if b.name == "paddle" and getattr(self.model.atomic.descriptor, "attn_layer", 0) > 0:
-            # known gap (tests/known_gaps.txt): Paddle's double backward through the attention
-            # layers, in its primitive mode, gives a wrong (not even symmetric) Hessian
-            raise NotImplementedError(
-                "Hessians of DPA-1 models with attention layers are wrong on Paddle (its "
-                "primitive-mode double backward); use backend='torch', 'jax' or 'tensorflow'"
-            )
         atype, nlist = b.asarray(nd.atype), b.asarray(nd.nlist)
 
         def atomic_energy(x: Any) -> Any:
