@@ -69,7 +69,21 @@ class TorchBackend:
             self._create_graph = False
         grads = {k: torch.zeros_like(v) if g is None else g
                  for (k, v), g in zip(leaves.items(), grads, strict=True)}
-        return loss.detach(), {k: v.detach() for k, v in aux.items()}, grads
+        loss, aux = loss.detach(), {k: v.detach() for k, v in aux.items()}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            loss, aux, grads = _average_over_ranks(loss, aux, grads)
+        return loss, aux, grads
+
+    def distributed(self) -> tuple[int, int]:
+        """(rank, world size); joins the gloo process group when launched by ``torchrun``
+        (``WORLD_SIZE`` > 1). Each rank then takes its share of every global batch and
+        ``value_and_grad`` averages gradients over the ranks."""
+        dist = torch.distributed
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
 
     def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """Training steps run eagerly (autograd through the force needs double backward)."""
@@ -91,6 +105,26 @@ class TorchBackend:
 
 
 # ---- frozen files (.pth, .pt2) -------------------------------------------------------------------
+def _average_over_ranks(loss: Any, aux: dict, grads: dict) -> tuple[Any, dict, dict]:
+    """Mean over ranks of the loss, the squared metrics (rmse values) and the gradients, in
+    one all-reduce of a flat buffer. Equal shares of one global batch make these the loss and
+    gradient of the whole batch."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    parts = [loss.reshape(1)] + [v.reshape(1) ** 2 for v in aux.values()] \
+        + [g.reshape(-1) for g in grads.values()]
+    flat = torch.cat(parts)
+    dist.all_reduce(flat)
+    flat = flat / world
+    loss = flat[0]
+    aux = {k: torch.sqrt(flat[1 + i]) for i, k in enumerate(aux)}
+    out, at = {}, 1 + len(aux)
+    for k, g in grads.items():
+        out[k] = flat[at:at + g.numel()].reshape(g.shape)
+        at += g.numel()
+    return loss, aux, out
+
+
 def freeze(model: Any, params: Any, path: str | os.PathLike,
            model_def_script: dict | None = None) -> None:
     """Write ``model`` as a ``.pth`` (torch.export) or ``.pt2`` (AOTInductor) frozen file (see

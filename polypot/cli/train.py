@@ -16,8 +16,9 @@ def run(args: argparse.Namespace) -> int:
                           "(or torch, tensorflow, paddle)")
     trainer = train(args.input, backend, workdir=args.output_dir, restart=args.restart,
                     init_model=args.init_model)
-    print(f"finished {trainer.config['training']['numb_steps']} steps on {backend}; "
-          f"last checkpoint {trainer.last_checkpoint}")
+    if trainer.rank == 0:
+        print(f"finished {trainer.config['training']['numb_steps']} steps on {backend}; "
+              f"last checkpoint {trainer.last_checkpoint}")
     return 0
 
 

@@ -11,13 +11,13 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from ..data.loader import Batch, DataLoader
+from ..data.loader import Batch, DataLoader, parse_batch_size
 from ..data.system import System, load_systems
 from ..model.build import build_model
 from .argcheck import normalize, write_normalized
@@ -85,16 +85,19 @@ class Run:
     meta: dict = field(default_factory=dict)
 
 
-def compute_statistics(model: Any, flat: dict, systems: list[System], cfg: dict) -> dict:
+def compute_statistics(model: Any, flat: dict, systems: list[System], cfg: dict,
+                       batch_sizes: list[int] | None = None) -> dict:
     """``flat`` with davg/dstd and the energy bias fitted to the first ``data_stat_nbatch``
-    batches of every training system."""
+    batches of every training system (``batch_sizes``: frames per batch of each system,
+    default the input's ``batch_size``)."""
     desc = model.atomic.descriptor
     nbatch = int(cfg["model"].get("data_stat_nbatch", 10))
     protect = float(cfg["model"].get("data_stat_protect", 1e-2))
     bs = cfg["training"]["training_data"]["batch_size"]
+    sizes = batch_sizes or [bs] * len(systems)
     batches: list[Batch] = []
-    for system in systems:
-        loader = DataLoader([system], bs, model.rcut, model.sel, nall_multiple=1)
+    for system, size in zip(systems, sizes, strict=True):
+        loader = DataLoader([system], size, model.rcut, model.sel, nall_multiple=1)
         batches.extend(loader.iter_batches(nbatch))
     davg, dstd = env_mat_stats(desc, batches, protection=protect)
     flat = dict(flat)
@@ -128,6 +131,8 @@ class Trainer:
         self.backend = get_backend(backend)
         if not self.backend.has_autodiff or not hasattr(self.backend, "value_and_grad"):
             raise ValueError(f"backend {backend!r} cannot train (no automatic differentiation)")
+        # data parallel (torchrun): every rank draws the same global batch and takes its share
+        self.rank, self.world = getattr(self.backend, "distributed", lambda: (0, 1))()
         ckpt = load_checkpoint(restart) if restart else None
         if ckpt is not None:
             config = ckpt[2]["config"]
@@ -157,7 +162,7 @@ class Trainer:
                                  int(lr_cfg["decay_steps"]), int(tcfg["numb_steps"]))
         self.loss = EnergyLoss.from_config(config["loss"], self.schedule.start_lr)
         self.optimizer = Adam()
-        self.loader = DataLoader(self.train_systems, tcfg["training_data"]["batch_size"],
+        self.loader = DataLoader(self.train_systems, self.global_batch_sizes(config),
                                  self.model.rcut, self.model.sel, seed=seed)
         self.valid_loader = (DataLoader(self.valid_systems, vcfg["batch_size"], self.model.rcut,
                                         self.model.sel) if vcfg else None)
@@ -171,7 +176,8 @@ class Trainer:
             if init_model is not None:
                 flat = self._from_model(init_model, flat)
             else:
-                flat = compute_statistics(self.model, flat, self.train_systems, config)
+                flat = compute_statistics(self.model, flat, self.train_systems, config,
+                                          self.global_batch_sizes(config))
             self.start_step = 0
             self.min_nbor_dist = min_dist
         b = self.backend
@@ -189,6 +195,30 @@ class Trainer:
         self.coord_dtype = np.float32 if self.model.precision == "float32" else np.float64
         self.losses: list[float] = []
         self.last_checkpoint: Path | None = Path(restart) if restart else None
+
+    def global_batch_sizes(self, config: dict) -> list[int]:
+        """Frames per global batch of each training system (per-rank size x world size)."""
+        bs = config["training"]["training_data"]["batch_size"]
+        if isinstance(bs, list):
+            return [parse_batch_size(b, s.natoms) * self.world
+                    for b, s in zip(bs, self.train_systems, strict=True)]
+        return [parse_batch_size(bs, s.natoms) * self.world for s in self.train_systems]
+
+    def share(self, batch: Batch) -> Batch:
+        """This rank's equal share of a global batch (the whole batch in one process)."""
+        if self.world == 1:
+            return batch
+        nb = len(batch.frames)
+        if nb % self.world:
+            raise TrainingError(f"system {batch.system}: a batch of {nb} frames cannot be "
+                                f"split evenly over {self.world} processes")
+        part = slice(self.rank * nb // self.world, (self.rank + 1) * nb // self.world)
+        nd = batch.nd
+        nd = replace(nd, coord=nd.coord[part], atype=nd.atype[part], mapping=nd.mapping[part],
+                     nlist=nd.nlist[part], overflow=nd.overflow[part])
+        labels = {k: None if getattr(batch, k) is None else getattr(batch, k)[part]
+                  for k in ("energy", "force", "virial", "atom_ener", "box")}
+        return replace(batch, frames=batch.frames[part], nd=nd, **labels)
 
     # ---- parameters ----------------------------------------------------------------------------
     @staticmethod
@@ -238,7 +268,7 @@ class Trainer:
 
     def step(self, step: int) -> tuple[float, dict, Batch]:
         """Run training step ``step`` (0-based): (loss, metrics before the update, batch)."""
-        batch = self.loader.next_batch()
+        batch = self.share(self.loader.next_batch())
         lr = self.schedule(step)
         pref = {k: self._scalar(v) for k, v in self.loss.prefactors(lr).items()}
         c1, c2 = self.optimizer.corrections(step + 1)
@@ -273,10 +303,13 @@ class Trainer:
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, step: int) -> Path:
-        """Checkpoint after ``step`` completed steps; returns its path."""
+        """Checkpoint after ``step`` completed steps (written by rank 0); returns its path."""
         b = self.backend
         tcfg = self.config["training"]
         path = checkpoint_path(self.workdir / tcfg["save_ckpt"], step)
+        if self.rank != 0:
+            self.last_checkpoint = path
+            return path
         opt = {p: {k: np.asarray(b.to_numpy(v)) for k, v in self.opt_state[p].items()}
                for p in "mv"}
         meta = {"step": step, "config": self.config, "backend": b.name,
@@ -315,13 +348,16 @@ class Trainer:
         nsteps = int(tcfg["numb_steps"])
         disp_freq, save_freq = int(tcfg["disp_freq"]), int(tcfg["save_freq"])
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.start_step == 0:
+        lead = self.rank == 0  # only rank 0 writes files and logs
+        if self.start_step == 0 and lead:
             write_normalized(self.config, self.workdir / "out.json")
-        lcurve_path = self.workdir / tcfg["disp_file"]
-        mode = "a" if self.start_step > 0 and lcurve_path.exists() else "w"
+        lcurve_path = Path(self.workdir / tcfg["disp_file"] if lead else os.devnull)
+        if not lead:
+            self.log = open(os.devnull, "w")  # noqa: SIM115
+        mode = "a" if self.start_step > 0 and lcurve_path.is_file() else "w"
         header = self._lcurve_header()
         bar = tqdm(total=nsteps, initial=self.start_step, unit="step", dynamic_ncols=True,
-                   disable=not sys.stderr.isatty(), file=sys.stderr)
+                   disable=not (lead and sys.stderr.isatty()), file=sys.stderr)
         t0 = time.perf_counter()
         step = self.start_step
         with open(lcurve_path, mode) as lcurve:
