@@ -47,6 +47,5 @@ def change_bias(model: Any, params: Any, systems: list[System], nbatch: int = 10
         delta = energy_bias(counts, labels - predicted_energies(model, params, batches))
         new[0, :, 0] += delta
     else:
-        current = predicted_energies(model, params, batches) - counts @ old[0, :, 0]
-        new[0, :, 0] = energy_bias(counts, labels - current)
+        new[0, :, 0] = energy_bias(counts, labels)
     return dict(params, out_bias=new), new[0, :, 0]

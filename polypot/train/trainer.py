@@ -42,17 +42,18 @@ class TrainingError(RuntimeError):
 
 
 def _resolve(systems: Any, base: Path) -> Any:
-    """System paths relative to the input file's folder (``file.h5#/group`` kept whole)."""
+    """Absolute system paths, relative ones taken from the input file's folder (so that a
+    restart from any folder finds the data; ``file.h5#/group`` keeps its group)."""
     items = [systems] if isinstance(systems, str) else list(systems)
-    out = [s if Path(s.split("#", 1)[0]).is_absolute() else str(base / s) for s in items]
+    out = [str((base / s).resolve()) if "#" not in s else
+           f"{(base / s.split('#', 1)[0]).resolve()}#{s.split('#', 1)[1]}" for s in items]
     return out[0] if isinstance(systems, str) else out
 
 
-def auto_sel(max_nbor: list[int], factor: float, mixed: bool) -> list[int] | int:
-    """DeePMD-kit's ``sel = "auto[:factor]"``: the largest neighbour counts times ``factor``,
-    rounded up to a multiple of 4 (summed over types for mixed-type descriptors)."""
-    sel = [4 * math.ceil(n * factor / 4) for n in max_nbor]
-    return int(sum(sel)) if mixed else sel
+def auto_sel(max_nbor: list[int], factor: float) -> list[int]:
+    """DeePMD-kit's ``sel = "auto[:factor]"``: each largest neighbour count times ``factor``,
+    truncated, then rounded up to a multiple of 4."""
+    return [4 * ((int(n * factor) + 3) // 4) for n in max_nbor]
 
 
 def resolve_sel(cfg: dict, systems: list[System]) -> tuple[dict, float | None]:
@@ -65,9 +66,15 @@ def resolve_sel(cfg: dict, systems: list[System]) -> tuple[dict, float | None]:
     from ..cli.neighbor_stat import neighbor_stat
 
     factor = float(sel.split(":", 1)[1]) if ":" in sel else 1.1
-    min_dist, max_nbor = neighbor_stat(systems, float(desc["rcut"]), cfg["model"]["type_map"])
-    mixed = desc["type"] not in ("se_e2_a", "se_a")
-    desc = dict(desc, sel=auto_sel(list(max_nbor), factor, mixed))
+    rcut = float(desc["rcut"])
+    if desc["type"] in ("se_e2_a", "se_a"):  # one section per neighbour type
+        min_dist, max_nbor = neighbor_stat(systems, rcut, cfg["model"]["type_map"])
+        new_sel: list[int] | int = auto_sel(list(max_nbor), factor)
+    else:  # one mixed section: the largest number of neighbours of any type together
+        one_type = [replace(s, atype=np.zeros_like(s.atype)) for s in systems]
+        min_dist, max_nbor = neighbor_stat(one_type, rcut, ["any"])
+        new_sel = auto_sel(list(max_nbor), factor)[0]
+    desc = dict(desc, sel=new_sel)
     return dict(cfg, model=dict(cfg["model"], descriptor=desc)), float(min_dist)
 
 
@@ -286,20 +293,21 @@ class Trainer:
         m = {k: float(self.backend.to_numpy(v)) for k, v in metrics.items()}
         return value, m, batch
 
-    def validate(self, step: int) -> dict:
-        """Metrics averaged over ``numb_btch`` validation batches (DeePMD-kit's lcurve)."""
+    def validate(self, lr: float) -> dict:
+        """Metrics over ``numb_btch`` validation batches at learning rate ``lr`` (the step's):
+        each averaged over batches weighted by their atom count, as DeePMD-kit does."""
         if self.valid_loader is None:
             return {}
         nb = int(self.config["training"]["validation_data"].get("numb_btch", 1))
-        pref = {k: self._scalar(v) for k, v in self.loss.prefactors(self.schedule(step)).items()}
+        pref = {k: self._scalar(v) for k, v in self.loss.prefactors(lr).items()}
         sums: dict[str, float] = {}
-        count = 0
+        weight = 0
         for batch in self.valid_loader.iter_batches(nb):
             _, metrics = self.eval_step(self.trainable, self.fixed, self._batch(batch), pref)
             for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + float(self.backend.to_numpy(v)) ** 2
-            count += 1
-        return {k: math.sqrt(v / count) for k, v in sums.items()}
+                sums[k] = sums.get(k, 0.0) + batch.natoms * float(self.backend.to_numpy(v))
+            weight += batch.natoms
+        return {k: v / weight for k, v in sums.items()}
 
     # ---- files ---------------------------------------------------------------------------------
     def save(self, step: int) -> Path:
@@ -371,7 +379,7 @@ class Trainer:
                     step += 1
                     bar.update(1)
                     if step == 1 or step % disp_freq == 0 or step == nsteps:
-                        val = self.validate(step)
+                        val = self.validate(lr)
                         lcurve.write(self._lcurve_line(step, metrics, val, lr) + "\n")
                         lcurve.flush()
                         text = (f"step {step}/{nsteps}: loss {loss:.4e}, "

@@ -182,9 +182,6 @@ def test_lcurve_validation_columns_after_one_step(init_dir):
     assert float(line[5]) == pytest.approx(rmse_f, rel=0.01)
 
 
-@pytest.mark.xfail(strict=True, reason="the validation loss uses the prefactors of lr(step + 1) "
-                   "(Trainer.run calls validate(step) after step += 1); DeePMD-kit evaluates "
-                   "it with the current step's lr, the one printed in the same lcurve line")
 def test_lcurve_validation_loss_uses_the_printed_lr(init_dir):
     line = [float(x) for x in (init_dir / "lcurve.out").read_text().splitlines()[1].split()]
     rmse_e, rmse_f, natoms = validation_reference(init_dir / "m1.dp")

@@ -109,9 +109,6 @@ def test_change_mode_single_composition_reproduces_labels(data, tmp_path):
     np.testing.assert_allclose(got[root / "a"], cases[root / "a"][1], rtol=0, atol=1e-8)
 
 
-@pytest.mark.xfail(strict=True, reason="'set' mode fits labels minus the network's unbiased "
-                   "prediction; DeePMD-kit's set-by-statistic (and the module docstring) fit the "
-                   "bias to the energy labels alone: lstsq(type counts, labels)")
 def test_set_mode_fits_labels_alone(data):
     root, cases = data
     model, params, _ = load_model(MODEL)

@@ -217,26 +217,21 @@ def deepmd_wrap_up_4(x: float) -> int:
 
 
 def test_auto_sel_examples():
-    assert auto_sel([10, 21], 1.1, False) == [12, 24]  # 11.000..01 -> 12, 23.1 -> 24
-    assert auto_sel([40, 80], 1.1, False) == [44, 88]
-    assert auto_sel([12, 24], 1.0, False) == [12, 24]  # multiples of 4 stay
-    assert auto_sel([13, 1], 1.0, False) == [16, 4]
-    assert auto_sel([0, 7], 2.0, False) == [0, 16]
+    assert auto_sel([10, 21], 1.1) == [12, 24]  # 11.000..01 -> 12, 23.1 -> 24
+    assert auto_sel([40, 80], 1.1) == [44, 88]
+    assert auto_sel([12, 24], 1.0) == [12, 24]  # multiples of 4 stay
+    assert auto_sel([13, 1], 1.0) == [16, 4]
+    assert auto_sel([0, 7], 2.0) == [0, 16]
     # mixed types: one int (DeePMD-kit passes the largest total neighbour count)
-    assert auto_sel([24], 1.1, True) == 28 and isinstance(auto_sel([24], 1.1, True), int)
+    assert auto_sel([24], 1.1) == [28]
 
 
-@pytest.mark.xfail(strict=True, reason="auto_sel rounds n*factor up before wrapping to 4; "
-                   "DeePMD-kit truncates first: 4*((int(n*f)+3)//4), so e.g. 11 -> 12, not 16")
 @pytest.mark.parametrize("n", [4, 11, 22, 44])
 def test_auto_sel_matches_deepmd_wrap_up_4(n):
-    assert auto_sel([n], 1.1, False) == [deepmd_wrap_up_4(n * 1.1)]
+    assert auto_sel([n], 1.1) == [deepmd_wrap_up_4(n * 1.1)]
 
 
 @pytest.mark.skipif(not WATER.exists(), reason=f"no water data at {WATER}")
-@pytest.mark.xfail(strict=True, reason="mixed-type auto sel sums per-type maxima; DeePMD-kit's "
-                   "neighbor stat with mixed_type counts all neighbours of an atom together and "
-                   "takes the max of that total")
 def test_resolve_sel_mixed_uses_max_total_neighbours():
     cfg = tiny(attention=True)
     cfg["model"]["descriptor"]["sel"] = "auto"
