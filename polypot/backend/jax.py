@@ -19,6 +19,7 @@ from .base import map_params  # noqa: E402
 class JaxBackend:
     name = "jax"
     has_autodiff = True
+    compiles_steps = True  # compile_step traces once per input shape
 
     def namespace(self) -> Any:
         return jnp

@@ -119,6 +119,8 @@ class DataLoader:
     rcut, sel: cutoff (Å) and neighbour selection passed to ``build_neighbor_data``.
     seed: seed of the sampler's ``numpy`` Generator (None: fresh entropy).
     nall_multiple: extended atoms of a batch are padded to a multiple of this.
+    pad_pow2: pad them to at least the next power of two (for compiled backends: padding
+        atoms cost little, recompiling for every new extended-atom count costs seconds).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class DataLoader:
         sel: int | list[int],
         seed: int | None = None,
         nall_multiple: int = 128,
+        pad_pow2: bool = False,
     ) -> None:
         self.systems = list(systems)
         self.nsystems = len(self.systems)
@@ -149,6 +152,7 @@ class DataLoader:
         if not isinstance(nall_multiple, numbers.Integral) or nall_multiple < 1:
             raise DataError(f"nall_multiple must be a positive int, got {nall_multiple!r}")
         self.nall_multiple = int(nall_multiple)
+        self.pad_pow2 = bool(pad_pow2)
         self.rcut = rcut
         self.sel = sel
         if not isinstance(sel, numbers.Integral):
@@ -196,6 +200,8 @@ class DataLoader:
         sizes = np.array([c.shape[0] for c in coords], dtype=np.int64)  # type: ignore[union-attr]
         m = self.nall_multiple
         nall = int(-(-int(sizes.max()) // m) * m)
+        if self.pad_pow2:  # few distinct shapes: one compilation serves many frames
+            nall = max(nall, 1 << (int(sizes.max()) - 1).bit_length())
         nb = frames.size
         coord = np.zeros((nb, nall, 3), dtype=s.coord.dtype)
         mapping = np.zeros((nb, nall), dtype=np.int64)

@@ -234,6 +234,29 @@ class EmbeddingNet:
             x = layer(lp, x)
         return x
 
+    def call_selected(self, ps: list[Params], x: Any, index: Any) -> Any:
+        """Rows x[f, i] (nf, nloc, n, in_dim) through network ``index[f, i]`` of several
+        networks shaped like this one (parameters ``ps``) -> (nf, nloc, n, out_dim).
+
+        Each atom's weights are gathered once, so every row passes through one network only
+        (instead of every network with the unwanted results masked away)."""
+        xp = namespace(x)
+        lead = tuple(index.shape)
+        flat = xp.reshape(index, (-1,))
+
+        def pick(li: int, name: str, trailing: tuple[int, ...]) -> Any:
+            if ps[0]["layers"][li].get(name) is None:
+                return None
+            table = xp.stack([q["layers"][li][name] for q in ps])
+            return xp.reshape(xp.take(table, flat, axis=0), (*lead, *trailing))
+
+        for li, layer in enumerate(self.layers):
+            lp = {"w": pick(li, "w", (layer.in_dim, layer.out_dim)),
+                  "b": pick(li, "b", (1, layer.out_dim)),
+                  "idt": pick(li, "idt", (1, layer.out_dim))}
+            x = layer(lp, x)
+        return x
+
     def serialize(self, p: Params) -> dict:
         return {
             "@class": "EmbeddingNetwork",

@@ -169,10 +169,11 @@ class Trainer:
                                  int(lr_cfg["decay_steps"]), int(tcfg["numb_steps"]))
         self.loss = EnergyLoss.from_config(config["loss"], self.schedule.start_lr)
         self.optimizer = Adam()
+        pow2 = bool(getattr(self.backend, "compiles_steps", False))
         self.loader = DataLoader(self.train_systems, self.global_batch_sizes(config),
-                                 self.model.rcut, self.model.sel, seed=seed)
+                                 self.model.rcut, self.model.sel, seed=seed, pad_pow2=pow2)
         self.valid_loader = (DataLoader(self.valid_systems, vcfg["batch_size"], self.model.rcut,
-                                        self.model.sel) if vcfg else None)
+                                        self.model.sel, pad_pow2=pow2) if vcfg else None)
         flat = flatten(params)
         if ckpt is not None:
             flat = self._checked(ckpt[0], flat, str(restart))

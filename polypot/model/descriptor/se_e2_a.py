@@ -90,12 +90,25 @@ class DescrptSeA:
         starts = np.cumsum((0, *self.sel))
         ng = self.neuron[-1]
         gr = xp.zeros((nf, nloc, ng, 4), dtype=rr.dtype)
-        for key in itertools.product(range(self.ntypes), repeat=self.embeddings.ndim):
+        keys = list(itertools.product(range(self.ntypes), repeat=self.embeddings.ndim))
+        by_centre = not self.type_one_side and all(self.embeddings.net(k) is not None
+                                                   for k in keys)
+        if by_centre:  # one pass per neighbour type, each atom through its own centre's net
+            for tj in range(self.ntypes):
+                tr = rr[:, :, int(starts[tj]):int(starts[tj + 1]), :]
+                nets = [(ti, tj) for ti in range(self.ntypes)]
+                gg = self.embeddings.net(nets[0]).call_selected(
+                    [self.embeddings.params(p["embeddings"], k) for k in nets], tr[..., 0:1],
+                    atype)
+                # (nf, nloc, ng, 4) = sum over neighbours of G^T R
+                gr = gr + xp.matmul(xp.permute_dims(gg, (0, 1, 3, 2)), tr)
+        for key in [] if by_centre else keys:
             tj = key[-1]
+            net = self.embeddings.net(key)
+            if net is None:
+                continue
             tr = rr[:, :, int(starts[tj]):int(starts[tj + 1]), :]
-            gg = self.embeddings.net(key)(self.embeddings.params(p["embeddings"], key),
-                                           tr[..., 0:1])
-            # (nf, nloc, ng, 4) = sum over neighbours of G^T R
+            gg = net(self.embeddings.params(p["embeddings"], key), tr[..., 0:1])
             contrib = xp.matmul(xp.permute_dims(gg, (0, 1, 3, 2)), tr)
             if not self.type_one_side:
                 centre = xp.astype(atype == key[0], rr.dtype)[..., None, None]
