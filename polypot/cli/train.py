@@ -15,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
         raise ImportError("training needs an autodiff backend: pip install 'polypot[jax]' "
                           "(or torch, tensorflow, paddle)")
     trainer = train(args.input, backend, workdir=args.output_dir, restart=args.restart,
-                    init_model=args.init_model)
+                    init_model=args.init_model, finetune=args.finetune)
     if trainer.rank == 0:
         print(f"finished {trainer.config['training']['numb_steps']} steps on {backend}; "
               f"last checkpoint {trainer.last_checkpoint}")
@@ -32,6 +32,9 @@ def add_parser(sub: Any) -> None:
                        help="continue exactly from this checkpoint (model.ckpt-STEP.npz)")
     group.add_argument("--init-model", default=None,
                        help="start from the parameters of a frozen or neutral model file")
+    group.add_argument("--finetune", default=None,
+                       help="like --init-model, then re-fit the energy bias to the training "
+                            "data (the model's type_map must equal the input's)")
     p.add_argument("-o", "--output-dir", default=".",
                    help="folder for checkpoints, lcurve.out and out.json (default: .)")
     p.set_defaults(func=run)

@@ -129,7 +129,8 @@ class Trainer:
 
     def __init__(self, config: dict, backend: str, input_dir: str | os.PathLike = ".",
                  workdir: str | os.PathLike = ".", restart: str | os.PathLike | None = None,
-                 init_model: str | os.PathLike | None = None, log: TextIO | None = None
+                 init_model: str | os.PathLike | None = None,
+                 finetune: str | os.PathLike | None = None, log: TextIO | None = None
                  ) -> None:
         from ..backend.registry import get_backend
 
@@ -181,8 +182,18 @@ class Trainer:
             self.loader.load_state_dict(ckpt[2]["loader_state"])
             self.min_nbor_dist = ckpt[2].get("min_nbor_dist")
         else:
-            if init_model is not None:
-                flat = self._from_model(init_model, flat)
+            if init_model is not None or finetune is not None:
+                flat = self._from_model(init_model or finetune, flat)
+                if finetune is not None:  # re-fit the energy bias to the new data
+                    from .change_bias import change_bias
+
+                    nbatch = int(config["model"].get("data_stat_nbatch", 10))
+                    new, bias = change_bias(self.model, unflatten(flat, params),
+                                            self.train_systems, nbatch=nbatch,
+                                            batch_size=tcfg["training_data"]["batch_size"])
+                    flat = flatten(new)
+                    print(f"fine-tuning {finetune}: energy bias re-fitted to "
+                          f"{np.round(bias, 6).tolist()} eV", file=self.log)
             else:
                 flat = compute_statistics(self.model, flat, self.train_systems, config,
                                           self.global_batch_sizes(config))
@@ -245,8 +256,9 @@ class Trainer:
 
         model, params = model_from_dict(read_neutral(path), str(path))
         if list(model.type_map) != list(self.model.type_map):
-            raise ValueError(f"--init-model {path}: its type_map {model.type_map} differs from "
-                             f"the input's {self.model.type_map}")
+            raise ValueError(f"{path}: its type_map {model.type_map} differs from the input's "
+                             f"{self.model.type_map} (mapping one type map onto another is not "
+                             f"supported yet: use the model's type_map in the input)")
         return self._checked(flatten(params), flat, str(path))
 
     def numpy_params(self) -> dict:
@@ -410,7 +422,7 @@ class Trainer:
 
 def train(input_file: str | os.PathLike | dict, backend: str, workdir: str | os.PathLike = ".",
           restart: str | os.PathLike | None = None, init_model: str | os.PathLike | None = None,
-          log: TextIO | None = None) -> Trainer:
+          finetune: str | os.PathLike | None = None, log: TextIO | None = None) -> Trainer:
     """Read ``input_file`` (path or dict), train, and return the finished :class:`Trainer`."""
     from .argcheck import load_input
 
@@ -421,7 +433,7 @@ def train(input_file: str | os.PathLike | dict, backend: str, workdir: str | os.
     else:
         config, input_dir = load_input(input_file), Path(input_file).parent
     trainer = Trainer(config, backend, input_dir=input_dir, workdir=workdir, restart=restart,
-                      init_model=init_model, log=log)
+                      init_model=init_model, finetune=finetune, log=log)
     trainer.run()
     return trainer
 

@@ -15,7 +15,7 @@ from train_inputs import tiny
 
 from polypot.backend.registry import is_installed
 from polypot.cli.main import main
-from polypot.data.system import load_system
+from polypot.data.system import load_system, load_systems
 from polypot.infer.deep_pot import DeepPot
 from polypot.io.model_file import load_model
 from polypot.train.checkpoint import load_checkpoint
@@ -244,3 +244,30 @@ def test_system_with_an_element_not_in_the_type_map(tmp_path, capsys, monkeypatc
     assert main(["train", "input.json", "-b", "torch"]) == 2
     err = one_line_error(capsys)
     assert "carbon" in err and "'C'" in err
+
+
+def test_finetune_refits_the_energy_bias(run_dir, tmp_path):
+    from polypot.io.model_file import save_model
+    from polypot.train.params import unflatten
+
+    cfg = json.loads((run_dir.parent / "inp" / "input.json").read_text())
+    trainer = Trainer(cfg, "torch", input_dir=run_dir.parent / "inp", workdir=tmp_path,
+                      finetune=run_dir / "m.dp", log=open(os.devnull, "w"))  # noqa: SIM115
+    start = trainer.numpy_params()
+    model, frozen_params, _ = load_model(run_dir / "m.dp")
+    frozen = flatten(frozen_params)
+    changed = [k for k in frozen if not np.array_equal(start[k], frozen[k])]
+    assert changed == ["out_bias"]
+    # the new bias leaves no per-type energy residual on the frames it was fitted to
+    save_model(tmp_path / "ft.dp", model, unflatten(start, frozen_params))
+    dp = DeepPot(tmp_path / "ft.dp", backend="torch")
+    nstat = int(trainer.config["model"]["data_stat_nbatch"])
+    counts, resid = [], []
+    for system in load_systems(trainer.config["training"]["training_data"]["systems"],
+                               ["O", "H"]):
+        n = min(nstat, system.nframes)  # batch size 1: the first n frames
+        e = dp.eval(system.coord[:n], system.box[:n], system.atype)[0][:, 0]
+        resid.append(system.energy[:n] - e)
+        counts.append(np.tile(np.bincount(system.atype, minlength=2), (n, 1)))
+    counts, resid = np.concatenate(counts), np.concatenate(resid)
+    assert np.abs(counts.T @ resid).max() < 1e-6 * np.abs(counts.T @ np.abs(resid)).max() + 1e-9
