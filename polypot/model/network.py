@@ -94,8 +94,10 @@ class Layer:
         if self.resnet:
             if self.out_dim == self.in_dim:
                 y = y + x
-            elif self.out_dim == 2 * self.in_dim:
-                y = y + xp.concat([x, x], axis=-1)
+            elif self.out_dim == 2 * self.in_dim:  # y + [x, x], without building [x, x]
+                lead = tuple(y.shape[:-1])
+                y = xp.reshape(xp.reshape(y, (*lead, 2, self.in_dim)) + x[..., None, :],
+                               (*lead, self.out_dim))
         return y
 
     def serialize(self, p: Params) -> dict:
@@ -243,12 +245,16 @@ class EmbeddingNet:
         xp = namespace(x)
         lead = tuple(index.shape)
         flat = xp.reshape(index, (-1,))
+        # rows of a one-hot matrix pick the weights: a matmul (exact, as the other entries are
+        # 0 * w), whose backward is a matmul too, where a gather's is a slow scatter-add
+        onehot = xp.astype(flat[:, None] == xp.arange(len(ps), dtype=flat.dtype)[None, :],
+                           x.dtype)
 
         def pick(li: int, name: str, trailing: tuple[int, ...]) -> Any:
             if ps[0]["layers"][li].get(name) is None:
                 return None
-            table = xp.stack([q["layers"][li][name] for q in ps])
-            return xp.reshape(xp.take(table, flat, axis=0), (*lead, *trailing))
+            table = xp.reshape(xp.stack([q["layers"][li][name] for q in ps]), (len(ps), -1))
+            return xp.reshape(xp.matmul(onehot, table), (*lead, *trailing))
 
         for li, layer in enumerate(self.layers):
             lp = {"w": pick(li, "w", (layer.in_dim, layer.out_dim)),
