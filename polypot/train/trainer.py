@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,20 +76,6 @@ def resolve_sel(cfg: dict, systems: list[System]) -> tuple[dict, float | None]:
         new_sel = auto_sel(list(max_nbor), factor)[0]
     desc = dict(desc, sel=new_sel)
     return dict(cfg, model=dict(cfg["model"], descriptor=desc)), float(min_dist)
-
-
-@dataclass
-class Run:
-    """Everything a training run holds between steps (NumPy/backend arrays, flat dicts)."""
-
-    config: dict
-    model: Any
-    template: Any
-    trainable: dict
-    fixed: dict
-    opt_state: dict
-    step: int = 0
-    meta: dict = field(default_factory=dict)
 
 
 def compute_statistics(model: Any, flat: dict, systems: list[System], cfg: dict,
