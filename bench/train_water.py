@@ -8,6 +8,7 @@ fits ``--minutes``, the learning rate decays from --start-lr to --stop-lr over t
 the final model is tested on every data_3 frame (like ``dp test``). Prints a markdown table.
 
     .venv/bin/python bench/train_water.py                      # every installed backend, 10 min
+    .venv/bin/python bench/train_water.py --start-lr 1e-3       # DeePMD-kit yardstick lr
     .venv/bin/python bench/train_water.py --backends jax --minutes 2
 """
 
@@ -93,7 +94,7 @@ def main() -> int:
     ap.add_argument("--backends", nargs="+", default=None)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--start-lr", type=float, default=1e-3)
+    ap.add_argument("--start-lr", type=float, default=3e-3)
     ap.add_argument("--stop-lr", type=float, default=1e-5)
     ap.add_argument("--data", type=Path, default=WATER)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
