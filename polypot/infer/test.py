@@ -110,26 +110,21 @@ def _system_errors(system: System, pred: dict[str, np.ndarray], n: int) -> dict[
     natoms = system.natoms
     res: dict[str, Any] = {"system": system.path, "nframes": n, "natoms": natoms}
     sizes: dict[str, int] = {}
-    if system.energy is not None:
-        diff = pred["energy"] - system.energy[:n]
-        res["energy_mae"], res["energy_rmse"] = _mae(diff), _rmse(diff)
-        res["energy_mae_per_atom"] = res["energy_mae"] / natoms
-        res["energy_rmse_per_atom"] = res["energy_rmse"] / natoms
-        sizes["energy"] = n
-    if system.force is not None and "force" in pred:
-        diff = pred["force"] - system.force[:n]
-        res["force_mae"], res["force_rmse"] = _mae(diff), _rmse(diff)
-        sizes["force"] = int(diff.size)
-    if system.virial is not None and system.box is not None and "virial" in pred:
-        diff = pred["virial"] - system.virial[:n]
-        res["virial_mae"], res["virial_rmse"] = _mae(diff), _rmse(diff)
-        res["virial_mae_per_atom"] = res["virial_mae"] / natoms
-        res["virial_rmse_per_atom"] = res["virial_rmse"] / natoms
-        sizes["virial"] = n
-    if system.atom_ener is not None and "atom_energy" in pred:
-        diff = pred["atom_energy"] - system.atom_ener[:n]
-        res["atom_ener_mae"], res["atom_ener_rmse"] = _mae(diff), _rmse(diff)
-        sizes["atom_ener"] = int(diff.size)
+    # (label, prediction, also per atom, weight: frames or values)
+    terms = [("energy", "energy", True, "frames"), ("force", "force", False, "values"),
+             ("atom_ener", "atom_energy", False, "values")]
+    if system.box is not None:
+        terms.insert(2, ("virial", "virial", True, "frames"))
+    for label, key, per_atom, weight in terms:
+        ref = getattr(system, label)
+        if ref is None or key not in pred:
+            continue
+        diff = pred[key] - ref[:n]
+        res[f"{label}_mae"], res[f"{label}_rmse"] = _mae(diff), _rmse(diff)
+        if per_atom:
+            res[f"{label}_mae_per_atom"] = res[f"{label}_mae"] / natoms
+            res[f"{label}_rmse_per_atom"] = res[f"{label}_rmse"] / natoms
+        sizes[label] = n if weight == "frames" else int(diff.size)
     res["sizes"] = sizes
     return res
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.loader import DataLoader
 from ..data.system import System
-from .stats import energy_bias, type_counts
+from .stats import energy_bias, first_batches, frame_type_counts
 
 
 def predicted_energies(model: Any, params: Any, batches: list) -> np.ndarray:
@@ -31,15 +30,11 @@ def change_bias(model: Any, params: Any, systems: list[System], nbatch: int = 10
     system; ``mode`` is "change" or "set"."""
     if mode not in ("change", "set"):
         raise ValueError(f"mode must be 'change' or 'set', got {mode!r}")
-    batches = []
     for system in systems:
         if system.energy is None:
             raise ValueError(f"{system.path}: has no energy.npy; change-bias needs energies")
-        loader = DataLoader([system], batch_size, model.rcut, model.sel, nall_multiple=1)
-        batches.extend(loader.iter_batches(nbatch))
-    ntypes = len(model.type_map)
-    counts = np.concatenate([np.tile(type_counts(b.nd.atype[0, : b.nd.nloc], ntypes),
-                                     (len(b.frames), 1)) for b in batches])
+    batches = first_batches(model, systems, [batch_size] * len(systems), nbatch)
+    counts = frame_type_counts(batches, len(model.type_map))
     labels = np.concatenate([b.energy for b in batches])
     old = np.asarray(params["out_bias"])
     new = np.array(old, copy=True)

@@ -53,6 +53,25 @@ def type_counts(atype: np.ndarray, ntypes: int) -> np.ndarray:
     return np.bincount(np.asarray(atype), minlength=ntypes)[:ntypes]
 
 
+def first_batches(model: Any, systems: Iterable[Any], batch_sizes: Iterable[Any], nbatch: int
+                  ) -> list[Any]:
+    """The first ``nbatch`` batches (in order, unpadded) of every system: the statistics'
+    sample. ``batch_sizes``: one per system (int, "auto" or "auto:N")."""
+    from ..data.loader import DataLoader
+
+    batches: list[Any] = []
+    for system, size in zip(systems, batch_sizes, strict=True):
+        loader = DataLoader([system], size, model.rcut, model.sel, nall_multiple=1)
+        batches.extend(loader.iter_batches(nbatch))
+    return batches
+
+
+def frame_type_counts(batches: Iterable[Any], ntypes: int) -> np.ndarray:
+    """Atoms of each type in every frame of ``batches``, (nframes, ntypes)."""
+    return np.concatenate([np.tile(type_counts(b.nd.atype[0, : b.nd.nloc], ntypes),
+                                   (len(b.frames), 1)) for b in batches])
+
+
 def energy_bias(counts: np.ndarray, energies: np.ndarray, rcond: float | None = None
                 ) -> np.ndarray:
     """Per-type energies b (ntypes,) minimising |counts @ b - energies|^2.

@@ -33,7 +33,7 @@ from .loss import EnergyLoss
 from .lr import ExpDecay
 from .optimizer import Adam
 from .params import flatten, split, unflatten
-from .stats import energy_bias, env_mat_stats, type_counts
+from .stats import energy_bias, env_mat_stats, first_batches, frame_type_counts
 from .step import make_steps
 
 
@@ -87,11 +87,7 @@ def compute_statistics(model: Any, flat: dict, systems: list[System], cfg: dict,
     nbatch = int(cfg["model"].get("data_stat_nbatch", 10))
     protect = float(cfg["model"].get("data_stat_protect", 1e-2))
     bs = cfg["training"]["training_data"]["batch_size"]
-    sizes = batch_sizes or [bs] * len(systems)
-    batches: list[Batch] = []
-    for system, size in zip(systems, sizes, strict=True):
-        loader = DataLoader([system], size, model.rcut, model.sel, nall_multiple=1)
-        batches.extend(loader.iter_batches(nbatch))
+    batches = first_batches(model, systems, batch_sizes or [bs] * len(systems), nbatch)
     davg, dstd = env_mat_stats(desc, batches, protection=protect)
     flat = dict(flat)
     dt = flat["descriptor/davg"].dtype
@@ -100,8 +96,7 @@ def compute_statistics(model: Any, flat: dict, systems: list[System], cfg: dict,
     ntypes = len(model.type_map)
     with_e = [b for b in batches if b.energy is not None]
     if with_e:
-        counts = np.concatenate([np.tile(type_counts(b.nd.atype[0, : b.nd.nloc], ntypes),
-                                         (len(b.frames), 1)) for b in with_e])
+        counts = frame_type_counts(with_e, ntypes)
         energies = np.concatenate([b.energy for b in with_e])
         bias = energy_bias(counts, energies, cfg["model"]["fitting_net"].get("rcond"))
         ob = flat["out_bias"]
