@@ -97,6 +97,8 @@ def main() -> int:
     ap.add_argument("--start-lr", type=float, default=3e-3)
     ap.add_argument("--stop-lr", type=float, default=1e-5)
     ap.add_argument("--data", type=Path, default=WATER)
+    ap.add_argument("--keep", action="store_true",
+                    help="print each run's result with its work folder (KEPT {json})")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -122,6 +124,8 @@ def main() -> int:
             continue
         rows.append(json.loads(found[-1][7:]))
         r = rows[-1]
+        if args.keep:
+            print("KEPT " + json.dumps(r), flush=True)
         print(f"{b}: {r['steps']} steps, {r['s_per_step']:.3f} s/step, "
               f"rmse_e {r['rmse_e_per_atom'] * 1e3:.2f} meV/atom, rmse_f {r['rmse_f']:.3f} eV/A",
               file=sys.stderr, flush=True)
