@@ -33,8 +33,8 @@ def add_parser(sub: Any) -> None:
     group.add_argument("--init-model", default=None,
                        help="start from the parameters of a frozen or neutral model file")
     group.add_argument("--finetune", default=None,
-                       help="like --init-model, then re-fit the energy bias to the training "
-                            "data (the model's type_map must equal the input's)")
+                       help="like --init-model, mapping the model's types onto the input's "
+                            "type_map, then re-fit the energy bias to the training data")
     p.add_argument("-o", "--output-dir", default=".",
                    help="folder for checkpoints, lcurve.out and out.json (default: .)")
     p.set_defaults(func=run)

@@ -164,7 +164,7 @@ class Trainer:
             self.min_nbor_dist = ckpt[2].get("min_nbor_dist")
         else:
             if init_model is not None or finetune is not None:
-                flat = self._from_model(init_model or finetune, flat)
+                flat = self._from_model(init_model or finetune, flat, finetune is not None)
                 if finetune is not None:  # re-fit the energy bias to the new data
                     from .change_bias import change_bias
 
@@ -231,15 +231,33 @@ class Trainer:
                              f"{missing[:3]}, wrong shape {wrong[:3]}")
         return {k: np.asarray(loaded[k]) for k in expected}
 
-    def _from_model(self, path: str | os.PathLike, flat: dict) -> dict:
+    def _from_model(self, path: str | os.PathLike, flat: dict, finetune: bool = False) -> dict:
         from ..cli.convert import read_neutral
         from ..io.model_file import model_from_dict
+        from ..model.type_map import TypeMapError, change_type_map, new_types
 
-        model, params = model_from_dict(read_neutral(path), str(path))
-        if list(model.type_map) != list(self.model.type_map):
+        data = read_neutral(path)
+        wanted, found = list(self.model.type_map), list(data["model"].get("type_map") or [])
+        if finetune and found != wanted:  # DeePMD-kit: the input's type map wins
+            stat = None
+            if new_types(found, wanted):  # their davg/dstd from the fine-tuning data
+                s = compute_statistics(self.model, flat, self.train_systems, self.config,
+                                       self.global_batch_sizes(self.config))
+                stat = {"davg": s["descriptor/davg"], "dstd": s["descriptor/dstd"]}
+            try:
+                data = change_type_map(data, wanted, new_type_stat=stat,
+                                       seed=int(self.config["training"]["seed"]))
+            except TypeMapError as err:
+                raise TypeMapError(f"--finetune {path}: {err}") from None
+            print(f"fine-tuning {path}: type_map {found} mapped to {wanted}", file=self.log)
+        model, params = model_from_dict(data, str(path))
+        if list(model.type_map) != wanted:
             raise ValueError(f"{path}: its type_map {model.type_map} differs from the input's "
-                             f"{self.model.type_map} (mapping one type map onto another is not "
-                             f"supported yet: use the model's type_map in the input)")
+                             f"{self.model.type_map} (use --finetune to map one onto the other)")
+        if (model.sel, model.rcut) != (self.model.sel, self.model.rcut):
+            raise ValueError(f"{path}: its sel {model.sel} and rcut {model.rcut} (for type_map "
+                             f"{wanted}) differ from the input's {self.model.sel}, "
+                             f"{self.model.rcut}")
         return self._checked(flatten(params), flat, str(path))
 
     def numpy_params(self) -> dict:
