@@ -8,9 +8,22 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ModelFormatError
-from . import change_bias, convert, demo, freeze, neighbor_stat, show, test, train
+from . import (
+    change_bias,
+    convert,
+    demo,
+    freeze,
+    ipi,
+    lammps,
+    model_devi,
+    neighbor_stat,
+    show,
+    test,
+    train,
+)
 
-COMMANDS = (train, freeze, test, change_bias, neighbor_stat, convert, show, demo)
+COMMANDS = (train, freeze, test, change_bias, neighbor_stat, convert, show, demo, model_devi, ipi,
+            lammps)
 
 
 def build_parser() -> argparse.ArgumentParser:
