@@ -44,6 +44,9 @@ PLATFORMS = ("cpu", "cuda")
 SYMBOLS = "nf, nall, nloc"
 CONSTRAINTS = ("nall >= nloc",)
 FORMAT_VERSION = 1
+#: the extended atom count is padded up to a multiple of this before a program runs (one XLA
+#: compilation per bucket instead of one per MD step whose image count differs)
+NALL_MULTIPLE = 128
 
 
 def _model_format_error() -> type[Exception]:
@@ -184,6 +187,21 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
     _write_h5(path, doc)
 
 
+def _pad_atoms(coord: np.ndarray, atype: np.ndarray, mapping: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Append padding atoms (type -1, at 0, mapped to atom 0) up to a multiple of
+    ``NALL_MULTIPLE``: XLA compiles one executable per concrete shape, and in MD the number of
+    periodic images changes from step to step. Padding atoms are nobody's neighbours, so they
+    add nothing to energies, forces or virials."""
+    nf, nall = atype.shape
+    extra = -nall % NALL_MULTIPLE
+    if extra == 0:
+        return coord, atype, mapping
+    return (np.concatenate([coord, np.zeros((nf, extra, 3), coord.dtype)], axis=1),
+            np.concatenate([atype, np.full((nf, extra), -1, atype.dtype)], axis=1),
+            np.concatenate([mapping, np.zeros((nf, extra), mapping.dtype)], axis=1))
+
+
 # ---- load --------------------------------------------------------------------------------------
 class JaxFrozenModel:
     """A loaded ``.hlo`` file: deserialized programs, metadata and the neutral dictionary."""
@@ -226,6 +244,7 @@ class JaxFrozenModel:
         atom_energy (nf, nloc, 1) [, atom_virial (nf, nloc, 9)]; shapes as in ``base``."""
         coord, atype, nl, mp = check_lower_inputs(coord_ext, atype_ext, nlist, mapping,
                                                   self.coord_dtype, self.nnei)
+        coord, atype, mp = _pad_atoms(coord, atype, mp)
         out = self._call(bool(atomic))(coord, atype, nl, mp)
         return {k: np.array(v) for k, v in out.items()}
 
