@@ -43,10 +43,3 @@ def test_show_bad_file_is_one_clear_line(tmp_path, capsys):
     assert main(["show", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "x.dp" in err[0] and "Traceback" not in err[0]
-
-
-def test_demo_runs(tmp_path, capsys):
-    assert main(["demo", "--molecules", "8", "--repeats", "1", "-o", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
-    assert "numpy" in out and "all backends agree" in out
-    assert (tmp_path / "water_se_e2_a.dp").exists()
