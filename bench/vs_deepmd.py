@@ -1,0 +1,228 @@
+"""DeePMD-kit's ``DeepPot`` and polypot's on the same ``.dp`` model: ms per call, peak memory.
+
+DeePMD-kit is never imported in polypot's interpreter: it runs in ``--deepmd-python`` (a
+separate venv with deepmd-kit; see bench/README.md), which executes this same file in its
+``--deepmd-child`` mode (standard library + numpy + deepmd only) and prints one JSON line.
+
+The model (``--model FILE``, else ``--model-name`` from bench/models.py with random parameters)
+is written as ``model.dp``. DeePMD-kit gets ``dp convert-backend model.dp model_deepmd.pth``
+(its PyTorch backend; ``deepmd.infer.DeepPot("model.dp")`` would pick its NumPy "dpmodel"
+backend, which is slow, so .pth is the fair comparison); polypot gets its frozen file per
+``--backends``. Both time ``DeepPot.eval(coord, cell, atype)`` (each builds its neighbour list
+inside eval: energy, forces, virial) on the tiled periodic water boxes, with the method of
+``bench/md_step.py``: a fresh process per (code, backend, size), ``--threads`` CPUs, warm-up,
+median of ``--repeats``, peak RSS growth over the loaded model, OOM/skip/timeout as results.
+
+``--compressed`` also compares compressed models: DeePMD-kit's ``dp --pt compress -i
+model_deepmd.pth -o model_deepmd_compressed.pth -t input.json`` (the .dp carries no minimal
+neighbour distance, so the water data ``--training-data`` is given through a generated
+input.json) against ``polypot compress -i model.dp -o model_compressed.dp -t input.json``.
+
+    .venv/bin/python bench/vs_deepmd.py --sizes 192 1536                     # se_e2_a float64
+    .venv/bin/python bench/vs_deepmd.py --model-name dpa1_l0 --compressed --csv vs.csv
+    .venv/bin/python bench/vs_deepmd.py --deepmd-python /path/to/venv/bin/python --model m.dp
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import md_step  # noqa: E402  (standard library only at import: usable in DeePMD-kit's venv)
+
+WATER = Path(__file__).resolve().parents[2] / "shared" / "data" / "water" / "data_0"
+
+
+def deepmd_child(model_file: str, npz: str, args: argparse.Namespace) -> int:
+    """In DeePMD-kit's interpreter: time its DeepPot on the arrays of ``npz``."""
+    md_step.pin_cpus(args.threads)
+
+    def load():
+        from deepmd.infer import DeepPot
+
+        dp = DeepPot(model_file)
+        return lambda c, b, t: dp.eval(c.reshape(1, -1), b.reshape(1, 9), t)
+
+    def arrays():
+        import numpy as np
+
+        with np.load(npz) as z:
+            return z["coord"], z["cell"], z["atype"]
+
+    return md_step.run_child(load, arrays, args)
+
+
+def run_dp(deepmd_python: str, argv: list[str], cwd: Path, threads: int) -> None:
+    """Run DeePMD-kit's ``dp`` command of that venv; raise with its last lines on failure."""
+    dp = Path(deepmd_python).parent / "dp"
+    proc = subprocess.run([str(dp), *argv], cwd=cwd, capture_output=True, text=True,
+                          env=dict(os.environ, **md_step.thread_env(threads)))
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"dp {' '.join(argv)} failed:\n{tail}")
+
+
+def fmt_mem(r: dict) -> str:
+    if r.get("status") != "ok":
+        return r.get("status", "")
+    return f"+{r['rss_growth_mb']:.0f} ({r['peak_rss_mb']:.0f})"
+
+
+def comparison_table(dp_res: dict[int, dict], pp_res: dict[str, dict[int, dict]],
+                     sizes: list[int]) -> list[str]:
+    """Markdown lines: per size DeePMD-kit's and polypot's fastest backend, ratio, memory."""
+    lines = ["| atoms | DeePMD-kit ms | polypot ms (backend) | DeePMD-kit / polypot | "
+             "DeePMD-kit MB +growth (peak) | polypot MB +growth (peak) | abs dE per atom, eV | "
+             "all polypot backends ms |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in sizes:
+        d = dp_res.get(n, {})
+        ok = {b: res[n] for b, res in pp_res.items() if res.get(n, {}).get("status") == "ok"}
+        best = min(ok, key=lambda b: ok[b]["ms"]) if ok else None
+        p = ok[best] if best else {}
+        d_ms = f"{d['ms']:.1f}" if d.get("status") == "ok" else d.get("status", "")
+        p_ms = f"{p['ms']:.1f} ({best})" if best else "/".join(
+            sorted({res.get(n, {}).get("status", "") for res in pp_res.values()}))
+        ratio = f"{d['ms'] / p['ms']:.2f}" if best and d.get("status") == "ok" else ""
+        de = (f"{abs(d['energy'] - p['energy']) / n:.1e}"
+              if best and d.get("status") == "ok" else "")
+        others = ", ".join(f"{b} {res[n]['ms']:.1f}" if res.get(n, {}).get("status") == "ok"
+                           else f"{b} {res.get(n, {}).get('status', '')}"
+                           for b, res in pp_res.items())
+        lines.append(f"| {n} | {d_ms} | {p_ms} | {ratio} | {fmt_mem(d)} | "
+                     f"{fmt_mem(p) if best else ''} | {de} | {others} |")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--deepmd-python", default="/tmp/dpvenv/bin/python",
+                    help="interpreter of a venv with deepmd-kit (default /tmp/dpvenv/bin/python)")
+    ap.add_argument("--model", type=Path, default=None, help="a model file (any polypot format)")
+    ap.add_argument("--model-name", default="se_e2_a", help="bench/models.py entry (no --model)")
+    ap.add_argument("--precision", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=md_step.SIZES)
+    ap.add_argument("--backends", nargs="+", default=["torch", "jax"],
+                    help="polypot backends to try; the fastest per size is compared (torch jax)")
+    ap.add_argument("--compressed", action="store_true", help="also compare compressed models")
+    ap.add_argument("--training-data", type=Path, default=WATER,
+                    help="system for `dp --pt compress -t` (minimal neighbour distance)")
+    md_step.add_timing_options(ap)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--csv", type=Path, default=None)
+    ap.add_argument("--deepmd-child", nargs=2, metavar=("FILE", "NPZ"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.deepmd_child:
+        return deepmd_child(*args.deepmd_child, args)
+
+    import numpy as np
+    from systems import tiled
+
+    from polypot.backend.registry import available
+    from polypot.cli.convert import convert
+    from polypot.io.model_file import load_model
+
+    sizes = sorted(args.sizes)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="polypot-vs-deepmd-"))
+    work.mkdir(parents=True, exist_ok=True)
+    version = subprocess.run(
+        [args.deepmd_python, "-c", "import deepmd, torch; print(deepmd.__version__, "
+         "torch.__version__)"], capture_output=True, text=True)
+    if version.returncode != 0:
+        print(f"{args.deepmd_python}: cannot import deepmd\n{version.stderr[-1000:]}",
+              file=sys.stderr)
+        return 2
+    dp_version, dp_torch = version.stdout.split()
+    neutral = work / "model.dp"
+    if args.model:
+        convert(args.model, neutral)
+        label = str(args.model)
+    else:
+        md_step.write_dp(args.model_name, args.precision, neutral)
+        label = f"{args.model_name} {args.precision} (random parameters)"
+    run_dp(args.deepmd_python, ["convert-backend", "model.dp", "model_deepmd.pth"], work,
+           args.threads)
+    for n in sizes:
+        coord, cell, atype = tiled(n)
+        np.savez(work / f"water_{n}.npz", coord=coord, cell=cell, atype=atype)
+    backends = [b for b in args.backends if b in available() and b in md_step.FROZEN]
+
+    variants = [("plain", neutral, work / "model_deepmd.pth")]
+    if args.compressed:
+        script = {"model": load_model(neutral)[2].get("model_def_script"),
+                  "training": {"training_data": {"systems": [str(args.training_data)],
+                                                 "batch_size": 1}}}
+        (work / "input.json").write_text(json.dumps(script, indent=1))
+        dp_c = work / "model_deepmd_compressed.pth"
+        try:
+            run_dp(args.deepmd_python, ["--pt", "compress", "-i", "model_deepmd.pth", "-o",
+                                        dp_c.name, "-t", "input.json"], work, args.threads)
+        except RuntimeError as err:
+            print(f"DeePMD-kit compression: {err}", file=sys.stderr)
+            dp_c = None
+        pp_c = work / "model_compressed.dp"
+        why = (md_step.compress(neutral, pp_c, f"-t {work / 'input.json'}")
+               if md_step.compression_available()
+               else "polypot/model/compress.py not found")
+        if why:
+            print(f"polypot compression: {why}", file=sys.stderr)
+        if dp_c and not why:
+            variants.append(("compressed", pp_c, dp_c))
+
+    here = Path(__file__).resolve()
+    md_step_py = here.parent / "md_step.py"
+    rows: list[dict] = []
+
+    def log(code: str, variant: str, backend: str):
+        def record(n: int, res: dict) -> None:
+            rows.append({"code": code, "variant": variant, "backend": backend, "natoms": n,
+                         **{k: res.get(k, "") for k in md_step.FIELDS[5:-2]},
+                         "note": res.get("note", "")})
+            extra = f"{res['ms']} ms" if res["status"] == "ok" else res.get("note", "")
+            print(f"  {code} {variant} {backend} {n}: {res['status']} {extra}", file=sys.stderr,
+                  flush=True)
+        return record
+
+    print(f"# DeePMD-kit {dp_version} (torch {dp_torch}, {args.deepmd_python}) vs polypot; model "
+          f"{label}; DeepPot.eval ms per call (neighbour list + energy, forces, virial), median "
+          f"of <= {args.repeats} after {args.warmup} warm-up, {args.threads} threads; "
+          f"files in {work}", flush=True)
+    for variant, pp_file, dp_file in variants:
+        def dp_cmd(n, dp_file=dp_file):
+            return [args.deepmd_python, str(here), "--deepmd-child", str(dp_file),
+                    str(work / f"water_{n}.npz"), *md_step.child_args(args)]
+
+        dp_res = md_step.sweep(dp_cmd, sizes, args, log("deepmd", variant, "pt"))
+        pp_res = {}
+        for b in backends:
+            frozen = pp_file.with_suffix(md_step.FROZEN[b])
+            convert(pp_file, frozen)
+
+            def pp_cmd(n, frozen=frozen):
+                return [sys.executable, str(md_step_py), "--child", str(frozen), str(n),
+                        *md_step.child_args(args)]
+
+            pp_res[b] = md_step.sweep(pp_cmd, sizes, args, log("polypot", variant, b))
+        print(f"\n## {variant} model\n")
+        print("\n".join(comparison_table(dp_res, pp_res, sizes)))
+    if args.compressed and len(variants) == 1:
+        print("\n(compressed: not compared, see the messages above)")
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"\nCSV: {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
