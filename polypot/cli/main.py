@@ -10,6 +10,7 @@ from .. import __version__
 from ..errors import ModelFormatError
 from . import (
     change_bias,
+    compress,
     convert,
     demo,
     freeze,
@@ -23,7 +24,7 @@ from . import (
 )
 
 COMMANDS = (train, freeze, test, change_bias, neighbor_stat, convert, show, demo, model_devi, ipi,
-            lammps)
+            lammps, compress)
 
 
 def build_parser() -> argparse.ArgumentParser:

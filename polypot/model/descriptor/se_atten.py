@@ -9,12 +9,14 @@ with the centre's type embedding appended when ``concat_output_tebd``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..array_api import gather_neighbors, gather_types, namespace, safe_norm, to_numpy
+from ..compress import Tabulation
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..errors import ModelFormatError, check_class, check_version
 from ..network import EmbeddingNet, NetworkCollection, Params, TypeEmbedNet
@@ -59,6 +61,7 @@ class DescrptSeAtten:
     trainable: bool = True
     type_name: str = "dpa1"
     type_embedding: TypeEmbedNet | None = field(default=None, compare=False)
+    compress: Tabulation | None = None  # tabulated embedding (polypot compress), or None
 
     mixed_types = True
 
@@ -145,7 +148,14 @@ class DescrptSeAtten:
         table = self.type_embedding(p["type_embedding"], xp)  # (ntypes + 1, tebd_dim)
         ss = rr[..., 0:1]
         tj = gather_types(xp, atype_ext, safe)  # (nf, nloc, nnei)
-        if self.tebd_input_mode == "concat":
+        gg = None
+        if self.tebd_input_mode == "concat" and self.compress is not None:
+            # one table per (centre, neighbour) type pair: index t_i * ntypes + t_j (or t_j);
+            # sum_j G^T R straight from the table (no attention layers here)
+            index = tj if self.type_one_side else atype[:, :, None] * self.ntypes + tj
+            gr = self.compress.contract(p["compress"]["table"], ss[..., 0], rr, index)
+            gr = xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
+        elif self.tebd_input_mode == "concat":
             emb_ext = xp.reshape(xp.take(table, xp.reshape(atype_ext, (-1,)), axis=0),
                                  (nf, atype_ext.shape[1], self.tebd_dim))
             emb_j = gather_neighbors(xp, emb_ext, safe)
@@ -156,22 +166,35 @@ class DescrptSeAtten:
                 parts.append(emb_i)
             gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
         else:
-            gg_s = self.embedding(p["embedding"], ss)
             ntp = table.shape[0]
-            if self.type_one_side:
-                gt_table = self.embedding_strip(p["embedding_strip"], table)
-                idx = tj
-            else:
-                nei = xp.broadcast_to(table[None, :, :], (ntp, ntp, self.tebd_dim))
-                cen = xp.broadcast_to(table[:, None, :], (ntp, ntp, self.tebd_dim))
-                pair = xp.reshape(xp.concat([nei, cen], axis=-1), (ntp * ntp, 2 * self.tebd_dim))
-                gt_table = self.embedding_strip(p["embedding_strip"], pair)
-                idx = atype[:, :, None] * ntp + tj
+            if self.compress is None:
+                gg_s = self.embedding(p["embedding"], ss)
+                gt_table = self.strip_type_table(p, table, xp)
+            else:  # G_s from the table, G_t precomputed over type pairs
+                gg_s = self.compress(p["compress"]["table"], ss[..., 0])
+                gt_table = p["compress"]["type_table"]
+            idx = tj if self.type_one_side else atype[:, :, None] * ntp + tj
             gg_t = xp.reshape(xp.take(gt_table, xp.reshape(idx, (-1,)), axis=0),
                               (nf, nloc, nnei, ng))
             if self.smooth_type_embedding:
                 gg_t = gg_t * sw
             gg = gg_s * gg_t + gg_s
+        if gg is not None:
+            gr = self._attend_and_sum(p, gg, rr, mask, sw)
+        d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
+        d = xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+        if self.concat_output_tebd:
+            emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
+                                 (nf, nloc, self.tebd_dim))
+            d = xp.concat([d, emb_loc], axis=-1)
+        return d
+
+    def _attend_and_sum(self, p: Params, gg: Any, rr: Any, mask: Any, sw: Any) -> Any:
+        """Attention layers on G (nf, nloc, nnei, ng), then G^T R / nnei: (nf * nloc, ng, 4).
+
+        rr: (nf, nloc, nnei, 4) rows; mask: (nf, nloc, nnei) real slots; sw: (.., 1) switch."""
+        xp = namespace(gg)
+        nf, nloc, nnei, ng = gg.shape
         gg = xp.reshape(gg, (nf * nloc, nnei, ng))
         if self.attn_layer > 0:
             r3 = xp.reshape(rr[..., 1:4], (nf * nloc, nnei, 3))
@@ -180,14 +203,19 @@ class DescrptSeAtten:
             gg = self.attention(p["attention"], gg, xp.reshape(mask, (nf * nloc, nnei)), unit_r,
                                 xp.reshape(sw, (nf * nloc, nnei, 1)))
         rr2 = xp.reshape(rr, (nf * nloc, nnei, 4))
-        gr = xp.matmul(xp.permute_dims(gg, (0, 2, 1)), rr2) / self.nnei  # (nb, ng, 4)
-        d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
-        d = xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
-        if self.concat_output_tebd:
-            emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
-                                 (nf, nloc, self.tebd_dim))
-            d = xp.concat([d, emb_loc], axis=-1)
-        return d
+        return xp.matmul(xp.permute_dims(gg, (0, 2, 1)), rr2) / self.nnei  # (nb, ng, 4)
+
+    def strip_type_table(self, p: Params, table: Any, xp: Any) -> Any:
+        """Strip mode's type part G_t over type pairs: (ntp, ng) for one side, else
+        (ntp * ntp, ng) at t_i * ntp + t_j; ``table`` (ntp, tebd_dim) the type embedding
+        with its padding row (ntp = ntypes + 1)."""
+        ntp = table.shape[0]
+        if self.type_one_side:
+            return self.embedding_strip(p["embedding_strip"], table)
+        nei = xp.broadcast_to(table[None, :, :], (ntp, ntp, self.tebd_dim))
+        cen = xp.broadcast_to(table[:, None, :], (ntp, ntp, self.tebd_dim))
+        pair = xp.reshape(xp.concat([nei, cen], axis=-1), (ntp * ntp, 2 * self.tebd_dim))
+        return self.embedding_strip(p["embedding_strip"], pair)
 
     # ---- files -------------------------------------------------------------------------------
     def serialize(self, p: Params) -> dict:
@@ -240,14 +268,27 @@ class DescrptSeAtten:
             data["embeddings_strip"] = NetworkCollection(
                 0, self.ntypes, "embedding_network", (self.embedding_strip,)
             ).serialize({"networks": [p["embedding_strip"]]})
+        if self.compress is not None:  # polypot-only key, see polypot.model.compress
+            data["compress"] = self.compress.serialize(p["compress"])
         return data
+
+    def _with_compress(self, data: dict, params: Params, dt: Any) -> DescrptSeAtten:
+        """This descriptor with the ``compress`` entry ``data`` (its arrays go to ``params``)."""
+        spec, params["compress"] = Tabulation.deserialize(data, dt)
+        strip = self.tebd_input_mode == "strip"
+        ntab = 1 if strip else self.ntypes ** (1 if self.type_one_side else 2)
+        if self.attn_layer != 0 or spec.ntab != ntab or spec.width != self.neuron[-1] \
+                or strip != ("type_table" in params["compress"]):
+            raise ModelFormatError(
+                f"dpa1: compress table ({spec.ntab} tables of width {spec.width}) does not fit "
+                f"the descriptor (attn_layer {self.attn_layer}, {self.tebd_input_mode} mode)"
+            )
+        return dataclasses.replace(self, compress=spec)
 
     @classmethod
     def deserialize(cls, data: dict) -> tuple[DescrptSeAtten, Params]:
         check_class(data, "Descriptor")
         check_version(data, "dpa1 descriptor", 2, 1)
-        if data.get("compress"):
-            raise ModelFormatError("dpa1: compressed descriptors are not supported yet")
         if data.get("use_econf_tebd", False):
             raise ModelFormatError("dpa1: use_econf_tebd is not supported yet")
         if data.get("spin") is not None:
@@ -298,6 +339,8 @@ class DescrptSeAtten:
         if obj.tebd_input_mode == "strip":
             _, sp = NetworkCollection.deserialize(data["embeddings_strip"])
             params["embedding_strip"] = sp["networks"][0]
+        if data.get("compress"):
+            obj = obj._with_compress(data["compress"], params, dt)
         want = (obj.ntypes, obj.nnei, 4)
         for k in ("davg", "dstd"):
             if params[k].shape != want:

@@ -6,6 +6,7 @@ For centre i with normalised environment rows R (nnei, 4) and embeddings G = N(R
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..array_api import namespace, to_numpy
+from ..compress import Tabulation
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..errors import ModelFormatError, check_class, check_version
 from ..network import EmbeddingNet, NetworkCollection, Params
@@ -40,6 +42,7 @@ class DescrptSeA:
     type_map: tuple[str, ...] | None = None
     trainable: bool = True
     embeddings: NetworkCollection | None = None
+    compress: Tabulation | None = None  # tabulated embedding (polypot compress), or None
 
     mixed_types = False
 
@@ -87,6 +90,33 @@ class DescrptSeA:
         rr, _, _ = self.env_mat(coord_ext, atype, nlist, p["davg"], p["dstd"])
         keep = pair_exclude_mask(xp, self.ntypes, self.exclude_types, atype_ext, nlist)
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
+        if self.compress is None:
+            gr = self._sum_nets(p, rr, atype)
+        else:
+            gr = self._sum_table(p, rr, atype)
+        ng = self.neuron[-1]
+        gr = gr / self.nnei
+        gr1 = gr[:, :, : self.axis_neuron, :]
+        d = xp.matmul(gr, xp.permute_dims(gr1, (0, 1, 3, 2)))
+        return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+
+    def _sum_table(self, p: Params, rr: Any, atype: Any) -> Any:
+        """Compressed sum over neighbours of G^T R (nf, nloc, ng, 4), G from the tables.
+
+        rr: (nf, nloc, nnei, 4) normalised rows; atype: (nf, nloc) centre types."""
+        xp = namespace(rr)
+        tj = xp.asarray(np.repeat(np.arange(self.ntypes), self.sel), dtype=atype.dtype)
+        # table index as NetworkCollection.index: t_j (one side) or t_i + t_j * ntypes
+        index = tj[None, None, :] * (self.ntypes if self.embeddings.ndim == 2 else 1)
+        if self.embeddings.ndim == 2:
+            index = index + atype[:, :, None]
+        index = xp.broadcast_to(index, tuple(rr.shape[:3]))
+        return self.compress.contract(p["compress"]["table"], rr[..., 0], rr, index)
+
+    def _sum_nets(self, p: Params, rr: Any, atype: Any) -> Any:
+        """Sum over neighbours of G^T R (nf, nloc, ng, 4), G from the embedding nets."""
+        xp = namespace(rr)
+        nf, nloc = rr.shape[:2]
         starts = np.cumsum((0, *self.sel))
         ng = self.neuron[-1]
         gr = xp.zeros((nf, nloc, ng, 4), dtype=rr.dtype)
@@ -114,13 +144,10 @@ class DescrptSeA:
                 centre = xp.astype(atype == key[0], rr.dtype)[..., None, None]
                 contrib = contrib * centre
             gr = gr + contrib
-        gr = gr / self.nnei
-        gr1 = gr[:, :, : self.axis_neuron, :]
-        d = xp.matmul(gr, xp.permute_dims(gr1, (0, 1, 3, 2)))
-        return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+        return gr
 
     def serialize(self, p: Params) -> dict:
-        return {
+        data = {
             "@class": "Descriptor",
             "type": "se_e2_a",
             "@version": 2,
@@ -143,6 +170,9 @@ class DescrptSeA:
             "type_one_side": self.type_one_side,
             "spin": None,
         }
+        if self.compress is not None:  # polypot-only key, see polypot.model.compress
+            data["compress"] = self.compress.serialize(p["compress"])
+        return data
 
     @classmethod
     def deserialize(cls, data: dict) -> tuple[DescrptSeA, Params]:
@@ -179,6 +209,14 @@ class DescrptSeA:
             "davg": np.asarray(var["davg"]).astype(dt),
             "dstd": np.asarray(var["dstd"]).astype(dt),
         }
+        if data.get("compress"):
+            spec, params["compress"] = Tabulation.deserialize(data["compress"], dt)
+            if spec.ntab != len(emb.networks) or spec.width != obj.neuron[-1]:
+                raise ModelFormatError(
+                    f"se_e2_a: compress table has {spec.ntab} tables of width {spec.width}, "
+                    f"expected {len(emb.networks)} of width {obj.neuron[-1]}"
+                )
+            obj = dataclasses.replace(obj, compress=spec)
         want = (obj.ntypes, obj.nnei, 4)
         for k in ("davg", "dstd"):
             if params[k].shape != want:
