@@ -5,10 +5,10 @@ Maxwell-Boltzmann distribution at ``--temperature``; ASE's velocity Verlet runs 
 of ``--dt`` fs through ``polypot.calculator.DP``. Reports the drift of the total energy in
 meV/atom: the largest |E(t) - E(0)|, the end-to-start change, and the slope of a linear fit
 (meV/atom/ps), plus ms/step. The model is ``--model FILE`` or, without it, trained first with
-``bench/train_water.py --minutes --train-minutes`` on torch.
+``bench/train_water.py --steps --train-steps`` on torch.
 
     .venv/bin/python bench/nve_water.py --model trained.dp            # 2000 steps, 0.5 fs
-    .venv/bin/python bench/nve_water.py --train-minutes 5
+    .venv/bin/python bench/nve_water.py --train-steps 1500
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "water" / "data_3"
 
 
-def trained_model(minutes: float) -> Path:
+def trained_model(steps: int) -> Path:
     """Train the water example with bench/train_water.py on torch; the path of its model.dp."""
     cmd = [sys.executable, str(ROOT / "bench" / "train_water.py"), "--backends", "torch",
-           "--minutes", str(minutes)]
+           "--steps", str(steps)]
     proc = subprocess.run(cmd + ["--keep"], capture_output=True, text=True)
     print(proc.stdout, file=sys.stderr)
     rows = [json.loads(ln[5:]) for ln in proc.stdout.splitlines() if ln.startswith("KEPT ")]
@@ -42,11 +42,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", type=Path, default=None)
-    ap.add_argument("--train-minutes", type=float, default=5.0)
+    ap.add_argument("--train-steps", type=int, default=1500)
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--dt", type=float, default=0.5, help="time step (fs)")
     ap.add_argument("--temperature", type=float, default=300.0, help="initial temperature (K)")
     ap.add_argument("--frame", type=int, default=0)
+    ap.add_argument("--as", dest="suffix", default=None,
+                    help="convert the model to this format first (e.g. .hlo, .pth)")
     args = ap.parse_args()
 
     from ase import Atoms, units
@@ -55,7 +57,13 @@ def main() -> int:
 
     from polypot.calculator import DP
 
-    model = args.model or trained_model(args.train_minutes)
+    model = args.model or trained_model(args.train_steps)
+    if args.suffix:
+        from polypot.cli.convert import convert
+
+        converted = model.with_suffix(args.suffix)
+        convert(model, converted)
+        model = converted
     coord = np.load(DATA / "set.000" / "coord.npy")[args.frame].reshape(-1, 3)
     cell = np.load(DATA / "set.000" / "box.npy")[args.frame].reshape(3, 3)
     atype = np.loadtxt(DATA / "type.raw", dtype=np.int64)

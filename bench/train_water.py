@@ -10,6 +10,7 @@ the final model is tested on every data_3 frame (like ``dp test``). Prints a mar
     .venv/bin/python bench/train_water.py                      # every installed backend, 10 min
     .venv/bin/python bench/train_water.py --start-lr 1e-3       # DeePMD-kit yardstick lr
     .venv/bin/python bench/train_water.py --backends jax --minutes 2
+    .venv/bin/python bench/train_water.py --backends torch --steps 2000   # fixed length
 """
 
 from __future__ import annotations
@@ -64,16 +65,19 @@ def one(backend: str, args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"train_water_{backend}_"))
     log = open(work / "log.txt", "w")  # noqa: SIM115
     t0 = time.perf_counter()
-    probe = Trainer(config(20, args.start_lr, args.stop_lr, args.data), backend,
-                    workdir=work / "probe", log=log)
-    times = []
-    for step in range(20):
-        ts = time.perf_counter()
-        probe.step(step)
-        times.append(time.perf_counter() - ts)
-    per_step = sorted(times[5:])[len(times[5:]) // 2]
-    left = budget - (time.perf_counter() - t0)
-    nsteps = max(20, int(0.97 * left / per_step) - 10)
+    if args.steps:
+        nsteps = args.steps
+    else:
+        probe = Trainer(config(20, args.start_lr, args.stop_lr, args.data), backend,
+                        workdir=work / "probe", log=log)
+        times = []
+        for step in range(20):
+            ts = time.perf_counter()
+            probe.step(step)
+            times.append(time.perf_counter() - ts)
+        per_step = sorted(times[5:])[len(times[5:]) // 2]
+        left = budget - (time.perf_counter() - t0)
+        nsteps = max(20, int(0.97 * left / per_step) - 10)
     trainer = Trainer(config(nsteps, args.start_lr, args.stop_lr, args.data), backend,
                       workdir=work / "run", log=log)
     ts = time.perf_counter()
@@ -93,6 +97,8 @@ def main() -> int:
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--backends", nargs="+", default=None)
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="train this many steps instead of filling --minutes")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--start-lr", type=float, default=3e-3)
     ap.add_argument("--stop-lr", type=float, default=1e-5)
@@ -115,6 +121,7 @@ def main() -> int:
     rows = []
     for b in backends:
         cmd = [sys.executable, __file__, "--one", b, "--minutes", str(args.minutes),
+               "--steps", str(args.steps),
                "--start-lr", str(args.start_lr), "--stop-lr", str(args.stop_lr),
                "--data", str(args.data)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
