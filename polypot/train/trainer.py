@@ -237,6 +237,9 @@ class Trainer:
         from ..model.type_map import TypeMapError, change_type_map, new_types
 
         data = read_neutral(path)
+        if isinstance((data["model"].get("descriptor") or {}).get("compress"), dict):
+            raise ValueError(f"{path} is a compressed model (its embedding is a table); start "
+                             "from the model it was compressed from")
         wanted, found = list(self.model.type_map), list(data["model"].get("type_map") or [])
         if finetune and found != wanted:  # DeePMD-kit: the input's type map wins
             stat = None

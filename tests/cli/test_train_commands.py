@@ -271,3 +271,12 @@ def test_finetune_refits_the_energy_bias(run_dir, tmp_path):
         counts.append(np.tile(np.bincount(system.atype, minlength=2), (n, 1)))
     counts, resid = np.concatenate(counts), np.concatenate(resid)
     assert np.abs(counts.T @ resid).max() < 1e-6 * np.abs(counts.T @ np.abs(resid)).max() + 1e-9
+
+
+def test_init_model_refuses_a_compressed_model(run_dir, tmp_path):
+    assert main(["compress", "-i", str(run_dir / "m.dp"), "-o", str(tmp_path / "c.dp"),
+                 "--min-nbor-dist", "0.9"]) == 0
+    cfg = json.loads((run_dir.parent / "inp" / "input.json").read_text())
+    with pytest.raises(ValueError, match="c.dp is a compressed model"):
+        Trainer(cfg, "torch", input_dir=run_dir.parent / "inp", workdir=tmp_path,
+                init_model=tmp_path / "c.dp")
