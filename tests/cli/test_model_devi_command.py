@@ -10,38 +10,18 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import write
+from devi_models import CONFIG, HEADER, make_models
 
 from polypot.backend.registry import default_autodiff_backend
 from polypot.cli.main import main
 from polypot.data.water_box import water_box
 from polypot.infer.deep_pot import DeepPot
 from polypot.infer.model_devi import deviation
-from polypot.io.model_file import save_model
-from polypot.model import build_model
 
 pytestmark = pytest.mark.skipif(default_autodiff_backend() is None,
                                 reason="forces need an autodiff backend")
 
-CONFIG = {
-    "type_map": ["O", "H"],
-    "descriptor": {"type": "se_e2_a", "sel": [20, 40], "rcut": 4.0, "rcut_smth": 0.5,
-                   "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": True},
-    "fitting_net": {"neuron": [16, 16], "resnet_dt": True},
-}
 SYMBOLS = np.array(CONFIG["type_map"])
-HEADER = ("#       step         max_devi_v         min_devi_v         avg_devi_v"
-          "         max_devi_f         min_devi_f         avg_devi_f             devi_e")
-
-
-def make_models(folder: Path, n: int = 3, config: dict = CONFIG) -> list[Path]:
-    """n small water models with seeds 0..n-1, saved as .dp files."""
-    paths = []
-    for seed in range(n):
-        model, params = build_model(config, seed=seed)
-        path = folder / f"graph.{seed:03d}.dp"
-        save_model(path, model, params, model_def_script=config)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from devi_models import CONFIG, HEADER, make_models
 
 from polypot.backend.registry import default_autodiff_backend
 from polypot.data.water_box import water_box
@@ -18,31 +19,10 @@ from polypot.infer.model_devi import (
     model_devi,
     write_model_devi_out,
 )
-from polypot.io.model_file import save_model
-from polypot.model import build_model
 
 pytestmark = pytest.mark.skipif(default_autodiff_backend() is None,
                                 reason="forces need an autodiff backend")
 
-CONFIG = {
-    "type_map": ["O", "H"],
-    "descriptor": {"type": "se_e2_a", "sel": [20, 40], "rcut": 4.0, "rcut_smth": 0.5,
-                   "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": True},
-    "fitting_net": {"neuron": [16, 16], "resnet_dt": True},
-}
-HEADER = ("#       step         max_devi_v         min_devi_v         avg_devi_v"
-          "         max_devi_f         min_devi_f         avg_devi_f             devi_e")
-
-
-def make_models(folder: Path, n: int = 3, config: dict = CONFIG) -> list[Path]:
-    """n small water models with seeds 0..n-1, saved as .dp files."""
-    paths = []
-    for seed in range(n):
-        model, params = build_model(config, seed=seed)
-        path = folder / f"graph.{seed:03d}.dp"
-        save_model(path, model, params, model_def_script=config)
-        paths.append(path)
-    return paths
 
 
 def frames(nf: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

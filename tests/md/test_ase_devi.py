@@ -9,35 +9,17 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.md.verlet import VelocityVerlet
+from devi_models import CONFIG, make_models
 
 from polypot.backend.registry import default_autodiff_backend
 from polypot.calculator import DP
 from polypot.data.water_box import water_box
 from polypot.infer.model_devi import load_models, model_devi
-from polypot.io.model_file import save_model
 from polypot.md.ase_devi import ModelDeviObserver, attach_model_devi
-from polypot.model import build_model
 
 pytestmark = pytest.mark.skipif(default_autodiff_backend() is None,
                                 reason="forces need an autodiff backend")
 
-CONFIG = {
-    "type_map": ["O", "H"],
-    "descriptor": {"type": "se_e2_a", "sel": [20, 40], "rcut": 4.0, "rcut_smth": 0.5,
-                   "neuron": [4, 8, 16], "axis_neuron": 4, "type_one_side": True},
-    "fitting_net": {"neuron": [16, 16], "resnet_dt": True},
-}
-
-
-def make_models(folder: Path, n: int = 3) -> list[Path]:
-    """n small water models with seeds 0..n-1, saved as .dp files."""
-    paths = []
-    for seed in range(n):
-        model, params = build_model(CONFIG, seed=seed)
-        path = folder / f"graph.{seed:03d}.dp"
-        save_model(path, model, params, model_def_script=CONFIG)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(scope="module")
