@@ -156,12 +156,10 @@ def write_model_devi_out(devi: Any, path: str | os.PathLike, title: str = "",
 
 # ---- evaluating models ---------------------------------------------------------------------------
 def load_models(paths: Sequence[str | os.PathLike], backend: str | None = None) -> list:
-    """DeepPot of each path; a clear error for a missing file or differing type maps."""
+    """DeepPot of each path (DeepPot names a missing file); ValueError for differing type
+    maps."""
     from .deep_pot import DeepPot
 
-    for p in paths:
-        if not Path(p).exists():
-            raise FileNotFoundError(f"model file {p} does not exist")
     models = [DeepPot(p, backend=backend) for p in paths]
     check_type_maps(models)
     return models

@@ -76,6 +76,7 @@ class ModelDeviObserver:
         self.dyn = dyn
         self.calls = 0
         self.rows: list[np.ndarray] = []
+        self._types: tuple[tuple[str, ...], np.ndarray] | None = None
         self.writer = ModelDeviWriter(path, append=append)
 
     def step(self) -> int:
@@ -84,7 +85,10 @@ class ModelDeviObserver:
 
     def __call__(self) -> np.ndarray:
         """Evaluate all models on the current frame, write and return its row (8,)."""
-        atype = types_by_name(self.atoms.get_chemical_symbols(), self.type_map, "atoms")
+        symbols = tuple(self.atoms.get_chemical_symbols())
+        if self._types is None or self._types[0] != symbols:  # once, unless atoms change
+            self._types = (symbols, types_by_name(symbols, self.type_map, "atoms"))
+        atype = self._types[1]
         coords, cell = frame_inputs(self.atoms)
         row = model_devi(self.models, coords, cell, atype, first_step=self.step())[0]
         self.writer.write(row[:1], row[None, 1:])

@@ -466,13 +466,11 @@ def model_sel(dp: Any) -> int | list[int]:
 
 
 def load_model(model: Any, backend: str | None = None) -> Any:
-    """A DeepPot from a DeepPot or a path; FileNotFoundError naming a missing file."""
+    """A DeepPot from a DeepPot or a path (DeepPot names a missing file)."""
     if hasattr(model, "eval") and hasattr(model, "get_rcut"):
         return model
     from ..infer.deep_pot import DeepPot
 
-    if not Path(model).exists():
-        raise FileNotFoundError(f"model file {model} does not exist")
     return DeepPot(model, backend=backend)
 
 
