@@ -45,7 +45,7 @@ _REQUIRED = object()
 # type names DeePMD-kit knows but polypot cannot train yet: refused with "not supported yet"
 _DEEPMD_ONLY = {
     "descriptor": {
-        "dpa2", "dpa3", "hybrid", "se_e2_r", "se_r", "se_e3", "se_at", "se_a_3be", "se_t",
+        "dpa3", "hybrid", "se_e2_r", "se_r", "se_e3", "se_at", "se_a_3be", "se_t",
         "se_e3_tebd", "se_a_ebd_v2", "se_a_tpe", "se_a_ebd", "se_a_mask", "loc_frame",
         "se_e2_a_tebd",
     },
@@ -144,6 +144,116 @@ def _attention_fields(v2: bool) -> list[Argument]:
     return fields
 
 
+_NSEL_DOC = ("neighbours kept inside rcut, all types together: an int (DeePMD-kit also takes "
+             "'auto' or 'auto:factor', which polypot does not support yet for dpa2)")
+
+
+def _dpa2_repinit() -> Argument:
+    fields = [
+        _opt("rcut", float, doc="cut-off radius of the repinit block"),
+        _opt("rcut_smth", float, doc="radius where the smooth switch-off of 1/r starts"),
+        _opt("nsel", [int, str], doc=_NSEL_DOC),
+        _opt("neuron", list[int], [25, 50, 100], doc="widths of the embedding-net layers"),
+        _opt("axis_neuron", int, 16,
+             doc="number of embedding columns used as the second factor of G^T R R^T G"),
+        _opt("tebd_dim", int, 8, doc="width of the atom-type embedding"),
+        _opt("tebd_input_mode", str, "concat",
+             doc="'concat' (type embedding joined to the radial input of the embedding net) or "
+                 "'strip' (a separate type net whose output scales the radial one)"),
+        _opt("set_davg_zero", bool, True, doc="keep the environment-matrix mean at zero"),
+        _opt("activation_function", str, "tanh", doc="activation of the embedding net"),
+        _opt("type_one_side", bool, False,
+             doc="embedding depends on the neighbour type only, not on the centre type"),
+        _opt("resnet_dt", bool, False, doc="learnable timestep in the skip connections"),
+        _opt("use_three_body", bool, False,
+             doc="append a three-body (angle) embedding to the repinit output"),
+        _opt("three_body_neuron", list[int], [2, 4, 8],
+             doc="widths of the three-body embedding-net layers"),
+        _opt("three_body_rcut", float, 4.0, doc="cut-off radius of the three-body part"),
+        _opt("three_body_rcut_smth", float, 0.5,
+             doc="radius where the three-body switch-off starts"),
+        _opt("three_body_sel", [int, str], 40,
+             doc="neighbours kept by the three-body part (an int, as for nsel)"),
+    ]
+    return Argument("repinit", dict, fields,
+                    doc="first DPA-2 block: a DPA-1-like embedding giving the initial per-atom "
+                        "features")
+
+
+def _dpa2_repformer() -> Argument:
+    update = "use the {} term in the {} update"
+    fields = [
+        _opt("rcut", float, doc="cut-off radius of the repformer block (< repinit rcut)"),
+        _opt("rcut_smth", float, doc="radius where the smooth switch-off of 1/r starts"),
+        _opt("nsel", [int, str], doc=_NSEL_DOC + "; less than repinit nsel"),
+        _opt("nlayers", int, 3, doc="number of repformer layers"),
+        _opt("g1_dim", int, 128, doc="width of the per-atom invariant features g1"),
+        _opt("g2_dim", int, 16, doc="width of the per-pair invariant features g2"),
+        _opt("axis_neuron", int, 4, doc="columns kept in the symmetrisation operations"),
+        _opt("direct_dist", bool, False,
+             doc="build g2 from the plain distance instead of the switched 1/r"),
+        _opt("update_g1_has_conv", bool, True, doc=update.format("convolution", "g1")),
+        _opt("update_g1_has_drrd", bool, True, doc=update.format("drrd", "g1")),
+        _opt("update_g1_has_grrg", bool, True, doc=update.format("grrg", "g1")),
+        _opt("update_g1_has_attn", bool, True,
+             doc=update.format("local self-attention", "g1")),
+        _opt("update_g2_has_g1g1", bool, True, doc=update.format("g1 x g1", "g2")),
+        _opt("update_g2_has_attn", bool, True,
+             doc=update.format("gated self-attention", "g2")),
+        _opt("update_h2", bool, False, doc="also update the equivariant pair features h2"),
+        _opt("attn1_hidden", int, 64, doc="hidden width of the g1 attention"),
+        _opt("attn1_nhead", int, 4, doc="heads of the g1 attention"),
+        _opt("attn2_hidden", int, 16, doc="hidden width of the g2 attention"),
+        _opt("attn2_nhead", int, 4, doc="heads of the g2 attention"),
+        _opt("attn2_has_gate", bool, False, doc="gate the g2 attention"),
+        _opt("activation_function", str, "tanh", doc="activation inside the layers"),
+        _opt("update_style", str, "res_avg",
+             doc="how a feature u is combined with its updates u_1..u_n: 'res_avg' "
+                 "(mean-like, (u + sum u_k) / sqrt(n + 1)), 'res_incr' (u + sum u_k / sqrt(n)) "
+                 "or 'res_residual' (u + sum r_k u_k with learnt weights r_k)"),
+        _opt("update_residual", float, 0.001,
+             doc="'res_residual' only: scale of the initial residual weights"),
+        _opt("update_residual_init", str, "norm",
+             doc="'res_residual' only: residual weights drawn from a normal law ('norm') or "
+                 "all equal to update_residual ('const')"),
+        _opt("set_davg_zero", bool, True, doc="keep the environment-matrix mean at zero"),
+        _opt("trainable_ln", bool, True, doc="learnable scale and shift in layer norms"),
+        _opt("use_sqrt_nnei", bool, True,
+             doc="divide the symmetrisation by sqrt(nsel) rather than by nsel"),
+        _opt("g1_out_conv", bool, True,
+             doc="keep the g1 convolution update as its own branch, outside the joint MLP"),
+        _opt("g1_out_mlp", bool, True,
+             doc="keep the g1 self-MLP update as its own branch, outside the joint MLP"),
+        _opt("ln_eps", [float, None], None, doc="layer-norm epsilon; null means 1e-5"),
+    ]
+    return Argument("repformer", dict, fields,
+                    doc="second DPA-2 block: layers refining per-atom and per-pair features "
+                        "inside a smaller cut-off")
+
+
+def _dpa2() -> Argument:
+    fields = [
+        _dpa2_repinit(),
+        _dpa2_repformer(),
+        _opt("concat_output_tebd", bool, True,
+             doc="append the type embedding to the descriptor output"),
+        _opt("precision", str, "default", doc="float64, float32 or default (float64)"),
+        _opt("smooth", bool, True, doc="keep the attention weights smooth at the cut-off"),
+        _opt("exclude_types", list[list[int]], [], doc="type pairs that do not interact"),
+        _opt("env_protection", float, 0.0,
+             doc="small number guarding divisions by zero distances (padding)"),
+        _opt("trainable", bool, True),
+        _opt("seed", [int, None], None, doc="random seed of the initial parameters"),
+        _opt("add_tebd_to_repinit_out", bool, False, alias=["repformer_add_type_ebd_to_seq"],
+             doc="add the type embedding to the repinit output before repformer"),
+        _opt("use_econf_tebd", bool, False,
+             doc="type embedding from electronic configurations (not supported yet)"),
+        _opt("use_tebd_bias", bool, False, doc="bias in the type-embedding layer"),
+    ]
+    return Argument("dpa2", dict, fields,
+                    doc="DPA-2: repinit then repformer blocks, each with its own cut-off")
+
+
 def _descriptor() -> Argument:
     variant = Variant("type", [
         _se_e2_a(),
@@ -151,6 +261,7 @@ def _descriptor() -> Argument:
                  doc="attention-based descriptor (DPA-1)"),
         Argument("se_atten_v2", dict, _attention_fields(True),
                  doc="DPA-1 with strip type embedding and smooth attention"),
+        _dpa2(),
     ], doc="descriptor kind")
     return Argument("descriptor", dict, [], [variant], doc="the descriptor")
 
@@ -439,9 +550,11 @@ def _check_positive(section: dict, path: str, keys: Iterable[str], strict: bool 
             raise InputError(f"must be {need}, got {_short(value)}", _join(path, key))
 
 
-def _check_choice(value: str, path: str, allowed: Iterable[str], what: str) -> None:
+def _check_choice(value: str, path: str, allowed: Iterable[str], what: str,
+                  ignore_case: bool = True) -> None:
     allowed = list(allowed)
-    if value.lower() not in {a.lower() for a in allowed}:
+    fold = str.lower if ignore_case else str
+    if fold(value) not in {fold(a) for a in allowed}:
         close = difflib.get_close_matches(value, allowed, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise InputError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}{hint}",
@@ -489,16 +602,105 @@ def _check_type_pairs(pairs: list[list[int]], path: str, ntypes: int) -> None:
             raise InputError(f"expected pairs of type indices in [0, {ntypes}), got {pair}", path)
 
 
-def _check_net(section: dict, path: str) -> None:
+def _check_activation(section: dict, path: str) -> None:
     from ..model.network import ACTIVATIONS
-    from ..model.precision import PRECISIONS
 
     _check_choice(section["activation_function"], _join(path, "activation_function"),
                   ACTIVATIONS, "activation function")
+
+
+def _check_precision(section: dict, path: str) -> None:
+    from ..model.precision import PRECISIONS
+
     _check_choice(section["precision"], _join(path, "precision"), PRECISIONS, "precision")
-    if not section["neuron"] or any(n <= 0 for n in section["neuron"]):
+
+
+def _check_widths(section: dict, path: str, key: str = "neuron") -> None:
+    if not section[key] or any(n <= 0 for n in section[key]):
         raise InputError(f"expected a non-empty list of positive layer widths, got "
-                         f"{section['neuron']}", _join(path, "neuron"))
+                         f"{section[key]}", _join(path, key))
+
+
+def _check_net(section: dict, path: str) -> None:
+    _check_activation(section, path)
+    _check_precision(section, path)
+    _check_widths(section, path)
+
+
+def _check_cutoff(section: dict, path: str, rcut: str = "rcut", smth: str = "rcut_smth") -> None:
+    _check_positive(section, path, [rcut])
+    if not 0 <= section[smth] < section[rcut]:
+        raise InputError(f"expected 0 <= {smth} < {rcut} ({section[rcut]}), got "
+                         f"{section[smth]}", _join(path, smth))
+
+
+def _check_nsel(section: dict, path: str, key: str) -> None:
+    """A dpa2 neighbour count: a positive int ("auto" needs a neighbour statistic for each
+    block, which training does not compute for dpa2 yet)."""
+    value = section[key]
+    if isinstance(value, str):
+        if _AUTO.fullmatch(value):
+            raise InputError(f"{value!r} is not supported yet for dpa2; give {key} as a positive "
+                             "int (the largest number of neighbours inside the cut-off, all "
+                             "types together)", _join(path, key))
+        raise InputError(f"expected a positive int, got {value!r}", _join(path, key))
+    _check_positive(section, path, [key])
+
+
+def _check_dpa2(desc: dict, path: str, ntypes: int) -> None:
+    ipath, fpath = _join(path, "repinit"), _join(path, "repformer")
+    init, form = desc["repinit"], desc["repformer"]
+    _check_precision(desc, path)
+    _check_type_pairs(desc["exclude_types"], _join(path, "exclude_types"), ntypes)
+    _check_positive(desc, path, ["env_protection"], strict=False)
+    if desc["use_econf_tebd"]:
+        raise InputError("true (electronic-configuration type embedding) is not supported yet; "
+                         "set it to false", _join(path, "use_econf_tebd"))
+
+    _check_cutoff(init, ipath)
+    _check_nsel(init, ipath, "nsel")
+    _check_activation(init, ipath)
+    _check_widths(init, ipath)
+    _check_positive(init, ipath, ["axis_neuron", "tebd_dim"])
+    _check_choice(init["tebd_input_mode"], _join(ipath, "tebd_input_mode"), ("concat", "strip"),
+                  "tebd_input_mode", ignore_case=False)
+
+    _check_cutoff(form, fpath)
+    _check_nsel(form, fpath, "nsel")
+    _check_activation(form, fpath)
+    _check_positive(form, fpath, ["g1_dim", "g2_dim", "axis_neuron", "attn1_hidden",
+                                  "attn1_nhead", "attn2_hidden", "attn2_nhead", "ln_eps"])
+    _check_positive(form, fpath, ["nlayers", "update_residual"], strict=False)
+    _check_choice(form["update_style"], _join(fpath, "update_style"),
+                  ("res_avg", "res_incr", "res_residual"), "update_style", ignore_case=False)
+    _check_choice(form["update_residual_init"], _join(fpath, "update_residual_init"),
+                  ("norm", "const"), "update_residual_init", ignore_case=False)
+
+    # DeePMD-kit builds the neighbour lists of all blocks from one another: a block with a
+    # smaller cut-off must not keep more neighbours
+    if not form["rcut"] < init["rcut"]:
+        raise InputError(f"expected repformer rcut < repinit rcut ({init['rcut']}), got "
+                         f"{form['rcut']}", _join(fpath, "rcut"))
+    if not form["nsel"] < init["nsel"]:
+        raise InputError(f"expected repformer nsel < repinit nsel ({init['nsel']}), got "
+                         f"{form['nsel']}", _join(fpath, "nsel"))
+    if init["use_three_body"]:
+        _check_cutoff(init, ipath, "three_body_rcut", "three_body_rcut_smth")
+        _check_nsel(init, ipath, "three_body_sel")
+        _check_widths(init, ipath, "three_body_neuron")
+        rcut3, sel3 = init["three_body_rcut"], init["three_body_sel"]
+        if rcut3 > init["rcut"]:
+            raise InputError(f"expected three_body_rcut <= rcut ({init['rcut']}), got {rcut3}",
+                             _join(ipath, "three_body_rcut"))
+        if sel3 > init["nsel"]:
+            raise InputError(f"expected three_body_sel <= nsel ({init['nsel']}), got {sel3}",
+                             _join(ipath, "three_body_sel"))
+        if (rcut3 < form["rcut"] and sel3 > form["nsel"]) or (
+                rcut3 > form["rcut"] and sel3 < form["nsel"]):
+            raise InputError(
+                f"three_body_rcut {rcut3} and three_body_sel {sel3} are not in the same order "
+                f"as repformer rcut {form['rcut']} and nsel {form['nsel']}: the block with the "
+                "smaller cut-off must not keep more neighbours", _join(ipath, "three_body_sel"))
 
 
 def _check_data(section: dict, path: str) -> None:
@@ -537,18 +739,19 @@ def _check_semantics(data: dict) -> None:
                          f"{model['atom_exclude_types']}", "model/atom_exclude_types")
 
     desc, dpath = model["descriptor"], "model/descriptor"
-    _check_net(desc, dpath)
-    _check_sel(desc, dpath, ntypes)
-    _check_positive(desc, dpath, ["rcut", "axis_neuron", "tebd_dim", "attn", "scaling_factor",
-                                  "temperature", "ln_eps"])
-    _check_positive(desc, dpath, ["attn_layer", "env_protection"], strict=False)
-    if not 0 <= desc["rcut_smth"] < desc["rcut"]:
-        raise InputError(f"expected 0 <= rcut_smth < rcut ({desc['rcut']}), got "
-                         f"{desc['rcut_smth']}", _join(dpath, "rcut_smth"))
-    _check_type_pairs(desc["exclude_types"], _join(dpath, "exclude_types"), ntypes)
-    if "tebd_input_mode" in desc:
-        _check_choice(desc["tebd_input_mode"], _join(dpath, "tebd_input_mode"),
-                      ("concat", "strip"), "tebd_input_mode")
+    if desc["type"] == "dpa2":
+        _check_dpa2(desc, dpath, ntypes)
+    else:
+        _check_net(desc, dpath)
+        _check_sel(desc, dpath, ntypes)
+        _check_positive(desc, dpath, ["axis_neuron", "tebd_dim", "attn", "scaling_factor",
+                                      "temperature", "ln_eps"])
+        _check_positive(desc, dpath, ["attn_layer", "env_protection"], strict=False)
+        _check_cutoff(desc, dpath)
+        _check_type_pairs(desc["exclude_types"], _join(dpath, "exclude_types"), ntypes)
+        if "tebd_input_mode" in desc:
+            _check_choice(desc["tebd_input_mode"], _join(dpath, "tebd_input_mode"),
+                          ("concat", "strip"), "tebd_input_mode")
 
     fit, fpath = model["fitting_net"], "model/fitting_net"
     _check_net(fit, fpath)

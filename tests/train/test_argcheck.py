@@ -93,12 +93,11 @@ def test_fixture_descriptor_defaults() -> None:
     assert v2["trainable_ln"] is True and v2["use_tebd_bias"] is False
 
 
-@needs_fixtures
-def test_dpa2_refused_clearly() -> None:
-    with pytest.raises(InputError, match="descriptor type 'dpa2' is not supported yet") as info:
-        load_input(FIXTURES / "dpa2" / "input.json")
-    assert info.value.path == "model/descriptor/type"
-    assert "dpa2" in str(info.value) and "input.json" in str(info.value)
+def test_deepmd_only_descriptor_refused_clearly() -> None:
+    err = error(minimal({"type": "dpa3"}))
+    assert err.path == "model/descriptor/type"
+    assert "descriptor type 'dpa3' is not supported yet" in str(err)
+    assert str(err).startswith("input.json: model/descriptor/type: ")
 
 
 # ---- defaults and aliases ----------------------------------------------------------------------
