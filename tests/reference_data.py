@@ -12,8 +12,8 @@ FIXTURES = SHARED / "fixtures" / "deepmd-3.2"
 REFERENCE_MODELS = SHARED / "data" / "deepmd_reference_models"
 WATER = SHARED / "data" / "water"
 
-#: fixture models polypot supports (dpa2 arrives with its own issue)
-FIXTURE_MODELS = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0"]
+#: fixture models polypot supports
+FIXTURE_MODELS = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0", "dpa2"]
 CASES = ["periodic", "shuffled", "cluster"]
 
 

@@ -77,7 +77,7 @@ class JaxBackend:
 
         def fn(p: Any, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> Any:
             def atomic_energy(x: Any) -> Any:
-                return model.atomic_energy(p, x, atype_ext, nlist)
+                return model.atomic_energy(p, x, atype_ext, nlist, mapping)
 
             return hessian(self, atomic_energy, coord_ext, mapping, nlist.shape[1])
 
@@ -121,7 +121,7 @@ def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
         coord_ext = jnp.asarray(coord_ext, dtype=dtype)  # derivatives in the model precision
 
         def atomic_energy(x: Any) -> Any:
-            return model.atomic_energy(params, x, atype_ext, nlist)
+            return model.atomic_energy(params, x, atype_ext, nlist, mapping)
 
         return derive(backend, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
 

@@ -277,7 +277,7 @@ class LowerLayer(paddle.nn.Layer):
         capture = _CapturingBackend(self._backend)
 
         def atomic_energy(x: Any) -> Any:
-            return model.atomic_energy(params, x, atype_ext, nlist)
+            return model.atomic_energy(params, x, atype_ext, nlist, mapping)
 
         out = self._derive(capture, atomic_energy, coord_ext, mapping, nlist.shape[1],
                            atomic=atomic)

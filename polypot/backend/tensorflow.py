@@ -211,7 +211,7 @@ def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
 
     def fn(params: Any, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:
         def atomic_energy(x: Any) -> Any:
-            return model.atomic_energy(params, x, atype_ext, nlist)
+            return model.atomic_energy(params, x, atype_ext, nlist, mapping)
 
         return derive(backend, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
 

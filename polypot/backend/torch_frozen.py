@@ -109,7 +109,7 @@ def lower_function(model: Any, params: Any, atomic: bool) -> Any:
         capture = _CapturingBackend(backend)
 
         def atomic_energy(x: Any) -> Any:
-            return model.atomic_energy(p, x, atype_ext, nlist)
+            return model.atomic_energy(p, x, atype_ext, nlist, mapping)
 
         out = derive(capture, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
         out.setdefault("atom_energy", capture.value)

@@ -49,16 +49,17 @@ class ModelRunner:
         coord = b.asarray(nd.coord)
         atype = b.asarray(nd.atype)
         nlist = b.asarray(nd.nlist)
+        mapping = b.asarray(nd.mapping)
 
         def atomic_energy(x: Any) -> Any:
-            return self.model.atomic_energy(self.params, x, atype, nlist)
+            return self.model.atomic_energy(self.params, x, atype, nlist, mapping)
 
         if self._compile is not None:
             if atomic not in self._compiled:
                 self._compiled[atomic] = self._compile(self.model, self.params, atomic=atomic)
-            out = self._compiled[atomic](coord, atype, nlist, b.asarray(nd.mapping))
+            out = self._compiled[atomic](coord, atype, nlist, mapping)
         elif forces:
-            out = derive(b, atomic_energy, coord, b.asarray(nd.mapping), nd.nloc, atomic=atomic)
+            out = derive(b, atomic_energy, coord, mapping, nd.nloc, atomic=atomic)
         else:
             ae = atomic_energy(coord)
             xp = b.namespace()
@@ -73,11 +74,11 @@ class ModelRunner:
         if not hasattr(b, "hessian"):
             raise NotImplementedError(f"the {b.name} backend has no second derivatives")
         atype, nlist = b.asarray(nd.atype), b.asarray(nd.nlist)
+        coord, mapping = b.asarray(nd.coord), b.asarray(nd.mapping)
 
         def atomic_energy(x: Any) -> Any:
-            return self.model.atomic_energy(self.params, x, atype, nlist)
+            return self.model.atomic_energy(self.params, x, atype, nlist, mapping)
 
-        coord, mapping = b.asarray(nd.coord), b.asarray(nd.mapping)
         if hasattr(b, "compile_hessian"):
             if "hessian" not in self._compiled:
                 self._compiled["hessian"] = b.compile_hessian(self.model, self.params)

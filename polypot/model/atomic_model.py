@@ -56,8 +56,10 @@ class DPAtomicModel:
             "out_std": np.ones((1, self.ntypes, 1), dtype=dt),
         }
 
-    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
-        """Atomic energy (nf, nloc, 1), eV. coord_ext (nf, nall, 3) Å; atype_ext -1 = padding."""
+    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
+                 mapping: Any = None) -> Any:
+        """Atomic energy (nf, nloc, 1), eV. coord_ext (nf, nall, 3) Å; atype_ext -1 = padding;
+        mapping (nf, nall) owner of each extended atom (message-passing descriptors need it)."""
         xp = namespace(coord_ext)
         nloc = nlist.shape[1]
         real_ext = atype_ext >= 0
@@ -67,7 +69,7 @@ class DPAtomicModel:
             keep = pair_exclude_mask(xp, self.ntypes, self.pair_exclude_types, atype_ext, nlist)
             nlist = xp.where(keep, nlist, xp.full_like(nlist, -1))
         atype = atype_ext[:, :nloc]
-        d = self.descriptor(p["descriptor"], coord_ext, atype_ext, nlist)
+        d = self.descriptor(p["descriptor"], coord_ext, atype_ext, nlist, mapping)
         e = self.fitting(p["fitting"], d, atype)
         nf = atype.shape[0]
         bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),

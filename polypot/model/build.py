@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .atomic_model import DPAtomicModel
+from .descriptor.dpa2 import DescrptDPA2, RepformerArgs, RepinitArgs
 from .descriptor.se_atten import DescrptSeAtten
 from .descriptor.se_e2_a import DescrptSeA
 from .errors import ModelFormatError
@@ -67,7 +68,33 @@ def _descriptor(cfg: dict, ntypes: int, type_map: tuple[str, ...]) -> Any:
             use_tebd_bias=bool(cfg.get("use_tebd_bias", False)),
             type_name="se_atten_v2" if v2 else "dpa1", **common,
         )
+    if klass is DescrptDPA2:
+        return _dpa2(cfg, ntypes, type_map, common["precision"])
     raise ModelFormatError(f"descriptor type {kind!r} cannot be built from an input yet")
+
+
+def _dpa2(cfg: dict, ntypes: int, type_map: tuple[str, ...], precision: str) -> DescrptDPA2:
+    for key in ("repinit", "repformer"):
+        if not isinstance(cfg.get(key), dict):
+            raise ModelFormatError(f"descriptor dpa2: {key!r} section (a dict) is required")
+    skip = {"type"}  # keys of the input that are not model structure
+    repinit = {k: v for k, v in cfg["repinit"].items() if k not in skip}
+    repformer = {k: v for k, v in cfg["repformer"].items() if k not in skip}
+    if cfg.get("use_econf_tebd", False):
+        raise ModelFormatError("descriptor dpa2: use_econf_tebd is not supported yet")
+    return DescrptDPA2(
+        ntypes=ntypes,
+        repinit=RepinitArgs.from_dict(repinit),
+        repformer=RepformerArgs.from_dict(repformer),
+        concat_output_tebd=bool(cfg.get("concat_output_tebd", True)),
+        precision=precision, smooth=bool(cfg.get("smooth", True)),
+        exclude_types=_pairs(cfg.get("exclude_types")),
+        env_protection=float(cfg.get("env_protection", 0.0)),
+        trainable=bool(cfg.get("trainable", True)),
+        add_tebd_to_repinit_out=bool(cfg.get("add_tebd_to_repinit_out", False)),
+        use_tebd_bias=bool(cfg.get("use_tebd_bias", False)),
+        type_map=type_map,
+    )
 
 
 def build_model(cfg: dict, seed: int | None = None) -> tuple[EnergyModel, Params]:

@@ -52,18 +52,21 @@ class EnergyModel:
         return self.atomic.init(rng)
 
     # ---- forward -------------------------------------------------------------------------------
-    def atomic_energy(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
-        """Atomic energies (nf, nloc, 1), eV, of the local atoms."""
-        return self.atomic(p, coord_ext, atype_ext, nlist)
+    def atomic_energy(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
+                      mapping: Any = None) -> Any:
+        """Atomic energies (nf, nloc, 1), eV, of the local atoms. ``mapping`` (nf, nall): the
+        local owner of each extended atom, needed by message-passing descriptors (DPA-2)."""
+        return self.atomic(p, coord_ext, atype_ext, nlist, mapping)
 
-    def call_lower(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> dict:
+    def call_lower(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
+                   mapping: Any = None) -> dict:
         """Energy (nf, 1) and atom_energy (nf, nloc, 1) from the extended system.
 
         coord_ext (nf, nall, 3) Å; atype_ext (nf, nall) (-1 marks padding atoms);
         nlist (nf, nloc, nnei) padded with -1, in the form ``sel`` asks for.
         """
         xp = namespace(coord_ext)
-        ae = self.atomic(p, coord_ext, atype_ext, nlist)
+        ae = self.atomic(p, coord_ext, atype_ext, nlist, mapping)
         return {"atom_energy": ae, "energy": xp.sum(ae, axis=1)}
 
     # ---- files ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def predict(backend: Any, model: Any, params: Any, batch: dict) -> dict:
     natoms = batch["nlist"].shape[1]
 
     def atomic_energy(x: Any) -> Any:
-        return model.atomic_energy(params, x, batch["atype"], batch["nlist"])
+        return model.atomic_energy(params, x, batch["atype"], batch["nlist"], batch["mapping"])
 
     return derive(backend, atomic_energy, batch["coord"], batch["mapping"], natoms)
 

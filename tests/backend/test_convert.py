@@ -29,7 +29,7 @@ PAIRS = [
                  marks=() if (a, b) in CYCLE else pytest.mark.slow)
     for a, b in itertools.permutations(BACKENDS, 2)
 ]
-KINDS = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0"]
+KINDS = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0", "dpa2"]
 
 FP32_CONFIGS = {
     "se_e2_a": {"type": "se_e2_a", "sel": [20, 40], "neuron": [4, 8], "axis_neuron": 2,
@@ -40,6 +40,15 @@ FP32_CONFIGS = {
                     "attn": 8, "attn_layer": 2, "tebd_dim": 4},
     "se_atten_v2_l0": {"type": "se_atten_v2", "sel": 40, "neuron": [4, 8], "axis_neuron": 2,
                        "attn_layer": 0, "tebd_dim": 4},
+    "dpa2": {"type": "dpa2",
+             "repinit": {"rcut": 4.0, "rcut_smth": 0.5, "nsel": 40, "neuron": [4, 8],
+                         "axis_neuron": 2, "tebd_dim": 4, "use_three_body": True,
+                         "three_body_sel": 12, "three_body_rcut": 3.0,
+                         "three_body_neuron": [2, 4]},
+             "repformer": {"rcut": 3.0, "rcut_smth": 2.5, "nsel": 12, "nlayers": 2,
+                           "g1_dim": 8, "g2_dim": 4, "attn1_hidden": 4, "attn1_nhead": 2,
+                           "attn2_hidden": 4, "attn2_nhead": 2, "update_h2": True,
+                           "update_style": "res_residual"}},
 }
 
 
@@ -60,7 +69,8 @@ def source_file(sources: dict, kind: str, precision: str, backend: str) -> Path:
                 model, params, meta = load_model(FIXTURES / kind / "model.dp")
             else:
                 cfg = {"type_map": ["O", "H"],
-                       "descriptor": dict(FP32_CONFIGS[kind], rcut=4.0, precision="float32"),
+                       "descriptor": dict(FP32_CONFIGS[kind], precision="float32",
+                                          **({} if kind == "dpa2" else {"rcut": 4.0})),
                        "fitting_net": {"neuron": [8, 8], "precision": "float32"}}
                 model, params = build_model(cfg, seed=5)
             save_model(neutral, model, params)

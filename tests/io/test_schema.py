@@ -164,6 +164,11 @@ def _tiny_cfg(cfg: dict) -> dict:
     """The same model input with small networks and neighbour counts."""
     cfg = copy.deepcopy(cfg)
     desc = cfg["descriptor"]
+    if desc["type"] == "dpa2":
+        desc["repinit"].update(neuron=TINY["neuron"], axis_neuron=TINY["axis_neuron"], nsel=8)
+        desc["repformer"].update(nsel=4, g1_dim=8, g2_dim=4, attn1_hidden=4, attn2_hidden=4)
+        cfg["fitting_net"]["neuron"] = TINY["fitting"]
+        return cfg
     desc["neuron"], desc["axis_neuron"] = TINY["neuron"], TINY["axis_neuron"]
     desc["sel"] = [3, 5] if isinstance(desc["sel"], list) else 8
     if "attn" in desc:

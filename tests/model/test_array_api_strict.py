@@ -17,9 +17,9 @@ def test_model_runs_under_array_api_strict(name):
     model, params, _ = load_model(FIXTURES / name / "model.dp")
     coord, cell, atype = fixture_frames(name, "periodic")
     nd = build_neighbor_data(coord[:1], cell[:1], atype, model.rcut, model.sel)
-    ref = model.call_lower(params, nd.coord, nd.atype, nd.nlist)
+    ref = model.call_lower(params, nd.coord, nd.atype, nd.nlist, nd.mapping)
     strict_params = map_params(params, xps.asarray)
     out = model.call_lower(strict_params, xps.asarray(nd.coord), xps.asarray(nd.atype),
-                           xps.asarray(nd.nlist))
+                           xps.asarray(nd.nlist), xps.asarray(nd.mapping))
     assert type(out["energy"]).__module__.startswith("array_api_strict")
     np.testing.assert_allclose(np.asarray(out["atom_energy"]), ref["atom_energy"], rtol=1e-13)

@@ -131,8 +131,23 @@ class DescrptSeAtten:
         return p
 
     # ---- forward -------------------------------------------------------------------------------
-    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
+    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
+                 mapping: Any = None) -> Any:
         """Descriptor (nf, nloc, dim_out) from extended coords (nf, nall, 3), types, nlist."""
+        xp = namespace(coord_ext)
+        table = self.type_embedding(p["type_embedding"], xp)  # (ntypes + 1, tebd_dim)
+        d = self.block(p, coord_ext, atype_ext, nlist, table)
+        if self.concat_output_tebd:
+            nf, nloc = nlist.shape[:2]
+            atype = atype_ext[:, :nloc]
+            emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
+                                 (nf, nloc, self.tebd_dim))
+            d = xp.concat([d, emb_loc], axis=-1)
+        return d
+
+    def block(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any, table: Any) -> Any:
+        """The descriptor without the centre's type embedding, (nf, nloc, neuron[-1] * axis),
+        with the type-embedding table (ntypes + 1, tebd_dim) given (DPA-2 shares its own)."""
         xp = namespace(coord_ext)
         nf, nloc, nnei = nlist.shape
         ng = self.neuron[-1]
@@ -145,7 +160,6 @@ class DescrptSeAtten:
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
         # DeePMD-kit gathers empty slots from atom 0; keep that so padded rows agree exactly
         safe = xp.where(mask, nlist, xp.zeros_like(nlist))
-        table = self.type_embedding(p["type_embedding"], xp)  # (ntypes + 1, tebd_dim)
         ss = rr[..., 0:1]
         tj = gather_types(xp, atype_ext, safe)  # (nf, nloc, nnei)
         gg = None
@@ -182,12 +196,7 @@ class DescrptSeAtten:
         if gg is not None:
             gr = self._attend_and_sum(p, gg, rr, mask, sw)
         d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
-        d = xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
-        if self.concat_output_tebd:
-            emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
-                                 (nf, nloc, self.tebd_dim))
-            d = xp.concat([d, emb_loc], axis=-1)
-        return d
+        return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
 
     def _attend_and_sum(self, p: Params, gg: Any, rr: Any, mask: Any, sw: Any) -> Any:
         """Attention layers on G (nf, nloc, nnei, ng), then G^T R / nnei: (nf * nloc, ng, 4).

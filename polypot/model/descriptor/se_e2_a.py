@@ -82,7 +82,8 @@ class DescrptSeA:
             "dstd": np.ones(shape, dtype=dt),
         }
 
-    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
+    def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
+                 mapping: Any = None) -> Any:
         """Descriptor (nf, nloc, M * M2) from extended coords (nf, nall, 3), types, nlist."""
         xp = namespace(coord_ext)
         nf, nloc, nnei = nlist.shape
