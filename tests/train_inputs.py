@@ -35,8 +35,23 @@ TINY_ATTENTION["model"]["descriptor"] = {
 }
 
 
-def tiny(attention: bool = False, **training) -> dict:
-    """A deep copy of the tiny input with ``training`` keys replaced."""
-    cfg = copy.deepcopy(TINY_ATTENTION if attention else TINY)
+TINY_DPA2 = copy.deepcopy(TINY)
+TINY_DPA2["model"]["descriptor"] = {
+    "type": "dpa2",
+    "repinit": {"rcut": 3.5, "rcut_smth": 0.5, "nsel": 36, "neuron": [4, 8], "axis_neuron": 4,
+                "tebd_dim": 4, "use_three_body": True, "three_body_sel": 12,
+                "three_body_rcut": 2.5, "three_body_neuron": [2, 4]},
+    "repformer": {"rcut": 2.5, "rcut_smth": 2.0, "nsel": 12, "nlayers": 2, "g1_dim": 8,
+                  "g2_dim": 4, "attn1_hidden": 4, "attn1_nhead": 2, "attn2_hidden": 4,
+                  "attn2_nhead": 2, "update_style": "res_residual", "update_residual": 0.1},
+}
+
+
+def tiny(attention: bool | str = False, **training) -> dict:
+    """A deep copy of the tiny input (se_e2_a; ``attention`` True or "se_atten": DPA-1 with one
+    attention layer; "dpa2": DPA-2 with the three-body block) with ``training`` keys replaced."""
+    base = {False: TINY, True: TINY_ATTENTION, "se_e2_a": TINY, "se_atten": TINY_ATTENTION,
+            "dpa2": TINY_DPA2}[attention]
+    cfg = copy.deepcopy(base)
     cfg["training"].update(training)
     return cfg

@@ -14,6 +14,8 @@ What is per type (``n`` = number of types):
   pair, ``exclude_types``;
 * se_atten / dpa1 / se_atten_v2: ``ntypes``, ``davg`` / ``dstd`` (n, sel, 4), the rows of the
   type-embedding net's first layer (its input is one-hot over the types), ``exclude_types``;
+* dpa2: ``ntypes``, the shared type embedding as above, and ``davg`` / ``dstd`` of each block
+  (repinit, three-body, repformer), ``exclude_types``;
 * ener fitting: ``ntypes``, ``bias_atom_e`` (n, 1), one net per type unless ``mixed_types``,
   ``exclude_types``, ``atom_ener``.
 
@@ -218,7 +220,12 @@ def _map_dpa1(desc: dict, index: Index, new_map: list[str], stat: dict | None,
     for key in ("embeddings", "embeddings_strip"):
         if desc.get(key) is not None:
             out[key] = _map_collection(desc[key], index, f"{desc.get('type')} {key}")
-    var = desc["@variables"]
+    out["@variables"] = _map_stats(desc["@variables"], index, stat)
+    return out
+
+
+def _map_stats(var: dict, index: Index, stat: dict | None) -> dict:
+    """davg / dstd rows by centre type; new types from ``stat`` (else 0 and 1)."""
     fills = {"davg": 0.0, "dstd": 1.0}
     if stat is not None:
         fills = {k: np.asarray(stat[k]) for k in fills}
@@ -227,7 +234,32 @@ def _map_dpa1(desc: dict, index: Index, new_map: list[str], stat: dict | None,
             if v.shape != want:
                 raise TypeMapError(f"new-type statistics {k!r} have shape {v.shape}, "
                                    f"expected {want}")
-    out["@variables"] = dict(var, **{k: _take(var[k], index, 0, fills[k]) for k in fills})
+    return dict(var, **{k: _take(var[k], index, 0, fills[k]) for k in fills})
+
+
+#: DPA-2's blocks with their own statistics: (key in the file, key in ``new_type_stat``)
+DPA2_BLOCKS = (("repinit_variable", "repinit"), ("repinit_three_body_variable", "three_body"),
+               ("repformers_variable", "repformer"))
+
+
+def _map_dpa2(desc: dict, index: Index, new_map: list[str], stat: dict | None,
+              rng: np.random.Generator) -> dict:
+    """dpa2: the shared type embedding and every block's per-centre-type statistics
+    (``stat``: {"repinit": {"davg", "dstd"}, "repformer": ..., "three_body": ...})."""
+    _reject_compressed(desc.get("repinit_variable", {}))
+    out = dict(desc, ntypes=len(index), type_map=list(new_map))
+    out["exclude_types"] = _map_pairs(desc.get("exclude_types") or [], index)
+    out["type_embedding"] = _map_type_embedding(desc["type_embedding"], index, new_map, rng)
+    for key, name in DPA2_BLOCKS:
+        if desc.get(key) is None:
+            continue
+        block = dict(desc[key])
+        block["@variables"] = _map_stats(block["@variables"], index,
+                                         None if stat is None else stat[name])
+        if "repformer_layers" in block:
+            block["repformer_layers"] = [dict(layer, ntypes=len(index))
+                                         for layer in block["repformer_layers"]]
+        out[key] = block
     return out
 
 
@@ -239,8 +271,10 @@ def _map_descriptor(desc: dict, index: Index, old_map: list[str], new_map: list[
         return _map_se_e2_a(desc, index, old_map, new_map)
     if kind in ("dpa1", "se_atten", "se_atten_v2"):
         return _map_dpa1(desc, index, new_map, stat, rng)
+    if kind == "dpa2":
+        return _map_dpa2(desc, index, new_map, stat, rng)
     raise TypeMapError(f"changing the type map of descriptor {kind!r} is not supported "
-                       "(supported: se_e2_a, se_atten / dpa1, se_atten_v2)")
+                       "(supported: se_e2_a, se_atten / dpa1, se_atten_v2, dpa2)")
 
 
 # ---- fitting and model -------------------------------------------------------------------------

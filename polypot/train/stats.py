@@ -11,17 +11,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import array_api_compat.numpy
 import numpy as np
 
 
-def env_mat_stats(descriptor: Any, batches: Iterable[Any], protection: float = 1e-2
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(davg, dstd), each (ntypes, nnei, 4), from NumPy ``Batch`` es (``batch.nd``)."""
+def env_mat_stats(descriptor: Any, batches: Iterable[Any], protection: float = 1e-2,
+                  rcut: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(davg, dstd), each (ntypes, nnei, 4), from NumPy ``Batch`` es (``batch.nd``).
+
+    ``rcut``: the statistics of a block with a smaller cutoff (DPA-2's repformer or three-body
+    block), on the first ``nnei`` neighbours of the batches' distance-sorted lists within rcut."""
+    from ..model.descriptor.dpa2 import sub_nlist
+
     ntypes, nnei = descriptor.ntypes, descriptor.nnei
     sums = np.zeros((ntypes, 2, 3))  # per type: [radial, angular] x [count, sum, sum of squares]
     for batch in batches:
         nd = batch.nd
-        env, _, _ = descriptor.env_mat.raw(np.asarray(nd.coord, np.float64), nd.nlist)
+        coord = np.asarray(nd.coord, np.float64)
+        nlist = nd.nlist if rcut is None else sub_nlist(array_api_compat.numpy, coord,
+                                                        np.asarray(nd.nlist), rcut, nnei)
+        env, _, _ = descriptor.env_mat.raw(coord, nlist)
         centre = nd.atype[:, : nd.nloc]
         for t in range(ntypes):
             rows = env[centre == t]  # (n, nnei, 4)

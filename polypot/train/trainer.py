@@ -60,6 +60,8 @@ def resolve_sel(cfg: dict, systems: list[System]) -> tuple[dict, float | None]:
     """The config with any ``sel: "auto[:f]"`` replaced by numbers, and the minimum pair
     distance seen (None when not computed)."""
     desc = cfg["model"]["descriptor"]
+    if desc["type"] == "dpa2":  # nsel per block, given as ints (the input check says so)
+        return cfg, None
     sel = desc.get("sel", "auto")
     if not isinstance(sel, str):
         return cfg, None
@@ -88,11 +90,16 @@ def compute_statistics(model: Any, flat: dict, systems: list[System], cfg: dict,
     protect = float(cfg["model"].get("data_stat_protect", 1e-2))
     bs = cfg["training"]["training_data"]["batch_size"]
     batches = first_batches(model, systems, batch_sizes or [bs] * len(systems), nbatch)
-    davg, dstd = env_mat_stats(desc, batches, protection=protect)
     flat = dict(flat)
-    dt = flat["descriptor/davg"].dtype
-    flat["descriptor/davg"] = davg.astype(dt)
-    flat["descriptor/dstd"] = dstd.astype(dt)
+    # DPA-2 has one environment matrix per block (repinit, three-body, repformer)
+    blocks = desc.stat_blocks() if hasattr(desc, "stat_blocks") else [("", desc)]
+    for key, block in blocks:
+        rcut = block.rcut if key else None
+        davg, dstd = env_mat_stats(block, batches, protection=protect, rcut=rcut)
+        prefix = f"descriptor/{key}/" if key else "descriptor/"
+        dt = flat[prefix + "davg"].dtype
+        flat[prefix + "davg"] = davg.astype(dt)
+        flat[prefix + "dstd"] = dstd.astype(dt)
     ntypes = len(model.type_map)
     with_e = [b for b in batches if b.energy is not None]
     if with_e:
@@ -246,7 +253,12 @@ class Trainer:
             if new_types(found, wanted):  # their davg/dstd from the fine-tuning data
                 s = compute_statistics(self.model, flat, self.train_systems, self.config,
                                        self.global_batch_sizes(self.config))
-                stat = {"davg": s["descriptor/davg"], "dstd": s["descriptor/dstd"]}
+                desc = self.model.atomic.descriptor
+                if hasattr(desc, "stat_blocks"):  # DPA-2: one pair per block
+                    stat = {k: {v: s[f"descriptor/{k}/{v}"] for v in ("davg", "dstd")}
+                            for k, _ in desc.stat_blocks()}
+                else:
+                    stat = {"davg": s["descriptor/davg"], "dstd": s["descriptor/dstd"]}
             try:
                 data = change_type_map(data, wanted, new_type_stat=stat,
                                        seed=int(self.config["training"]["seed"]))

@@ -14,8 +14,8 @@ from polypot.data.water_box import water_box
 AUTODIFF = [b for b in AUTODIFF_PREFERENCE if b in available()]
 # se_atten_l2 has non-smooth attention (a neighbour crossing rcut makes the energy jump), so
 # strain differences, which move every pair, are only taken for the smooth models
-MODELS = ["se_e2_a", "se_atten_v2_l0", "se_atten_l2"]
-SMOOTH = ["se_e2_a", "se_atten_v2_l0"]
+MODELS = ["se_e2_a", "se_atten_v2_l0", "se_atten_l2", "dpa2"]
+SMOOTH = ["se_e2_a", "se_atten_v2_l0", "dpa2"]
 H = 1e-4  # Å, central differences: error O(H^2)
 
 

@@ -23,7 +23,7 @@ def _system(periodic: bool):
 
 @pytest.mark.parametrize("backend", AUTODIFF)
 @pytest.mark.parametrize("periodic", [True, False], ids=["periodic", "cluster"])
-@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0"])
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0", "dpa2"])
 def test_hessian_symmetric_and_finite_differences(backend, periodic, name):
     dp = DeepPot(FIXTURES / name / "model.dp", backend=backend)
     coord, cell, atype = _system(periodic)

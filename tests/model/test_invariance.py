@@ -72,7 +72,7 @@ def test_permutation_and_sum(model):
     np.testing.assert_allclose(e0[:, 0], ae0.sum(axis=(1, 2)), rtol=1e-14)
 
 
-@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0", "se_atten_v2_l0"])
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0", "se_atten_v2_l0", "dpa2"])
 def test_smooth_at_cutoff(name):
     """A water-like trimer whose third atom moves across rcut: E is constant beyond, and E and
     dE/dr are continuous at rcut (the switch is C2, so E(rc - d) - E(rc) shrinks like d^3)."""

@@ -17,8 +17,9 @@ from polypot.model.model import EnergyModel
 from polypot.model.type_map import TypeMapError, change_type_map
 from polypot.neighbor import build_neighbor_data
 
-FIXTURE_NAMES = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0"]
+FIXTURE_NAMES = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0", "dpa2"]
 ATTENTION = [n for n in FIXTURE_NAMES if n != "se_e2_a"]
+DPA1 = [n for n in ATTENTION if n != "dpa2"]
 #: the fixtures' sel is small for the dense periodic frame: both sides truncate alike
 pytestmark = pytest.mark.filterwarnings("ignore:neighbour list overflow")
 SMALL_FIT = {"neuron": [8, 8]}
@@ -182,7 +183,7 @@ def test_wrong_mappings_change_the_energy(water):
 
 
 # ---- (5) new types -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ATTENTION)
+@pytest.mark.parametrize("name", DPA1)
 def test_new_types_extend_type_embedding_models(name, water):
     model = fixture(name)
     nnei = model["descriptor"]["@variables"]["davg"].shape[1]
@@ -202,6 +203,24 @@ def test_new_types_extend_type_embedding_models(name, water):
     first = [m[w[0]][w[1]][w[2]][w[3]][0]["@variables"]["w"] for m in (mapped, again)]
     np.testing.assert_array_equal(*first)  # the random rows follow the seed
     assert first[0].shape == (4, 8)
+
+
+def test_new_types_extend_dpa2_blocks(water):
+    model = fixture("dpa2")
+    blocks = {"repinit": "repinit_variable", "repformer": "repformers_variable"}
+    stat = {}
+    for i, (name, key) in enumerate(blocks.items()):
+        nnei = model["descriptor"][key]["@variables"]["davg"].shape[1]
+        stat[name] = {"davg": np.full((3, nnei, 4), 0.1 * i), "dstd": np.full((3, nnei, 4), 0.5)}
+    new_map = ["H", "C", "O"]
+    mapped = change_type_map(model, new_map, new_type_stat=stat, seed=3)
+    for name, key in blocks.items():
+        var = mapped["descriptor"][key]["@variables"]
+        np.testing.assert_array_equal(var["davg"][1], stat[name]["davg"][1])
+        np.testing.assert_array_equal(var["dstd"][[2, 0]],
+                                      model["descriptor"][key]["@variables"]["dstd"])
+    assert mapped["descriptor"]["repformers_variable"]["repformer_layers"][0]["ntypes"] == 3
+    assert_same(model, mapped, water, ["O", "H"], new_map)
 
 
 def test_new_types_without_statistics_default_to_zero_and_one():

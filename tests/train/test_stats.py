@@ -249,3 +249,34 @@ def test_resolve_sel_mixed_uses_max_total_neighbours():
         total = max(total, int((r2 < rcut**2).sum(1).max()))
     new, _ = resolve_sel(cfg, [system])
     assert new["model"]["descriptor"]["sel"] == deepmd_wrap_up_4(total * 1.1)
+
+
+def test_dpa2_block_statistics_match_brute_force():
+    """DPA-2's repformer block (smaller rcut and nsel) takes its statistics from the model's
+    repinit neighbour list cut to its own rcut: equal to a brute force at that rcut."""
+    system = cluster()
+    cfg = {"type_map": TYPES,
+           "descriptor": {"type": "dpa2",
+                          "repinit": {"rcut": RCUT, "rcut_smth": RCUT_SMTH, "nsel": 10,
+                                      "neuron": [4], "axis_neuron": 2, "tebd_dim": 2},
+                          "repformer": {"rcut": 2.0, "rcut_smth": 0.5, "nsel": 6,
+                                        "nlayers": 1, "g1_dim": 4, "g2_dim": 2,
+                                        "set_davg_zero": False}},
+           "fitting_net": {"neuron": [4]}}
+    model, params = build_model(cfg, seed=0)
+    batches = batches_of(system, RCUT, 10)
+    block = dict(model.atomic.descriptor.stat_blocks())["repformer"]
+    davg, dstd = env_mat_stats(block, batches, rcut=2.0)
+    assert davg.shape == (3, 6, 4)
+    ref_avg, ref_std, counts = brute_stats([(c, None) for c in system.coord], system.atype, 3,
+                                           2.0, 0.5, 6, 1e-2)
+    assert counts.max() >= 2
+    for t in range(2):
+        np.testing.assert_allclose(davg[t], np.broadcast_to(ref_avg[t], (6, 4)), atol=1e-12)
+        np.testing.assert_allclose(dstd[t], np.broadcast_to(ref_std[t], (6, 4)), atol=1e-12)
+    # the whole model: each block gets its own numbers
+    flat = compute_statistics(model, flatten(params), [system],
+                              {"model": {"data_stat_nbatch": 2, "fitting_net": {}},
+                               "training": {"training_data": {"batch_size": 1}}})
+    np.testing.assert_array_equal(flat["descriptor/repformer/dstd"], dstd)
+    assert not np.allclose(flat["descriptor/repinit/dstd"][0, :6], dstd[0])

@@ -26,20 +26,23 @@ def run(cfg: dict, backend: str, workdir, **kw) -> Trainer:
 
 @pytest.fixture(scope="module")
 def reference_losses(tmp_path_factory) -> dict:
-    """20 steps on every installed backend, se_e2_a and DPA-1 (one attention layer)."""
+    """20 steps on every installed backend: se_e2_a, DPA-1 (one attention layer), DPA-2."""
     out = {}
-    for attention in (False, True):
+    for kind in KINDS:
         for b in BACKENDS:
-            t = run(tiny(attention), b, tmp_path_factory.mktemp(f"{b}{attention}"))
-            out[b, attention] = (np.array(t.losses), t.numpy_params())
+            t = run(tiny(kind), b, tmp_path_factory.mktemp(f"{b}{kind}"))
+            out[b, kind] = (np.array(t.losses), t.numpy_params())
     return out
 
 
-@pytest.mark.parametrize("attention", [False, True], ids=["se_e2_a", "se_atten"])
+KINDS = ("se_e2_a", "se_atten", "dpa2")
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("backend", BACKENDS[1:])
-def test_losses_agree_across_backends(reference_losses, backend, attention):
-    ref, ref_params = reference_losses[BACKENDS[0], attention]
-    got, params = reference_losses[backend, attention]
+def test_losses_agree_across_backends(reference_losses, backend, kind):
+    ref, ref_params = reference_losses[BACKENDS[0], kind]
+    got, params = reference_losses[backend, kind]
     assert len(got) == len(ref) == 20
     assert ref[-1] < ref[0]  # it learns
     np.testing.assert_allclose(got, ref, rtol=1e-8, atol=0)
