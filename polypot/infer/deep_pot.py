@@ -34,6 +34,10 @@ class _FrozenRunner:
         return self.frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping, atomic=atomic)
 
 
+#: descriptor types whose atoms pass messages (features) to their neighbours between layers
+MESSAGE_PASSING = ("dpa2",)
+
+
 class DeepPot:
     """A potential loaded from ``model_file``.
 
@@ -53,7 +57,8 @@ class DeepPot:
             self.backend_name = backend or default_autodiff_backend() or "numpy"
             self._runner: Any = ModelRunner(model, params, get_backend(self.backend_name))
             sel = model.sel
-            self._info = {"type_map": model.type_map, "rcut": model.rcut, "sel": sel}
+            self._info = {"type_map": model.type_map, "rcut": model.rcut, "sel": sel,
+                          "descriptor": model.descriptor_type}
         else:
             if backend is not None and canonical_name(backend) != file_backend:
                 raise ValueError(
@@ -65,6 +70,7 @@ class DeepPot:
             self.backend_name = file_backend
             self._runner = _FrozenRunner(frozen)
             self._info = {k: self.metadata[k] for k in ("type_map", "rcut", "sel")}
+            self._info["descriptor"] = self.metadata.get("descriptor", "")
         self._has_forces = self.backend_name != "numpy"
 
     # ---- metadata (DeePMD-kit names) -------------------------------------------------------------
@@ -80,6 +86,11 @@ class DeepPot:
     def get_sel(self) -> list[int]:
         sel = self._info["sel"]
         return [sel] if isinstance(sel, int) else list(sel)
+
+    def has_message_passing(self) -> bool:
+        """Whether atoms exchange features between layers (DPA-2): a domain's ghost atoms then
+        need the features of atoms owned by other domains, not only their positions."""
+        return str(self._info.get("descriptor", "")) in MESSAGE_PASSING
 
     def get_dim_fparam(self) -> int:
         return 0

@@ -359,6 +359,12 @@ class LammpsBridge:
             raise LammpsSetupError("mode 'periodic' needs one MPI rank and a periodic box "
                                    "(boundary p p p); use mode 'ghost'")
         if nprocs > 1:
+            for dp in (self.dp, *self.devi):
+                if dp.has_message_passing():
+                    raise LammpsSetupError(
+                        f"{dp.path} is a message-passing model (DPA-2): on {nprocs} MPI ranks "
+                        "each rank would need the other ranks' atom features between layers, "
+                        "which this bridge does not exchange; run it on one rank")
             from mpi4py import MPI
 
             self.comm = MPI.COMM_WORLD

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from reference_data import FIXTURE_MODELS, FIXTURES
+from reference_data import FIXTURE_MODELS, FIXTURES, REFERENCE_MODELS
 
 from polypot.io.model_file import load_model, model_to_dict, save_model
 from polypot.io.neutral import load_neutral
@@ -227,3 +227,26 @@ def test_diff_reports_paths() -> None:
     assert structural_diff([np.ones(2)], [np.array([1.0, 1.0 + 2**-52])]) == [
         "[0]: 1 of 2 array entries differ"
     ]
+
+
+def test_deepmd_dpa2_yaml_loads(tmp_path: Path) -> None:
+    """DeePMD-kit's own DPA-2 example file (an older layout: Layer @version 1, precision
+    "default") reads, and the file polypot writes from it gives the same energies."""
+    from polypot import DeepPot
+
+    path = REFERENCE_MODELS / "deeppot_dpa.yaml"
+    raw = load_neutral(path)["model"]["descriptor"]
+    assert raw["type"] == "dpa2"
+    model, params, _ = load_model(path)
+    desc = model.atomic.descriptor
+    assert (desc.repformer.g1_dim, desc.repformer.nlayers, desc.repinit.nsel) == (
+        raw["repformer_args"]["g1_dim"], raw["repformer_args"]["nlayers"],
+        raw["repinit_args"]["nsel"])
+    save_model(tmp_path / "again.dp", model, params)
+    rng = np.random.default_rng(0)
+    coord, atype = rng.uniform(0.0, 8.0, (1, 20, 3)), rng.integers(0, 2, 20)
+    cell = np.eye(3)[None] * 8.0
+    e = [DeepPot(p, backend="numpy").eval_energy(coord, cell, atype)[1]
+         for p in (path, tmp_path / "again.dp")]
+    assert np.isfinite(e[0]).all() and np.ptp(e[0]) > 0
+    np.testing.assert_array_equal(e[0], e[1])

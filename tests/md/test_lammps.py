@@ -77,11 +77,24 @@ run {nsteps}
 """
 
 
-def write_model(path: Path, seed: int) -> Path:
-    model, params = build_model(CONFIG, seed=seed)
+DPA2_CONFIG = {
+    "type_map": ["O", "H"],
+    "descriptor": {"type": "dpa2",
+                   "repinit": {"rcut": 5.0, "rcut_smth": 2.0, "nsel": 80, "neuron": [4, 8],
+                               "axis_neuron": 4, "tebd_dim": 4},
+                   "repformer": {"rcut": 3.5, "rcut_smth": 2.5, "nsel": 30, "nlayers": 2,
+                                 "g1_dim": 8, "g2_dim": 4, "attn1_hidden": 4,
+                                 "attn1_nhead": 2, "attn2_hidden": 4, "attn2_nhead": 2,
+                                 "update_style": "res_residual", "update_residual": 0.3}},
+    "fitting_net": {"neuron": [16, 16], "resnet_dt": True},
+}
+
+
+def write_model(path: Path, seed: int, config: dict = CONFIG) -> Path:
+    model, params = build_model(config, seed=seed)
     for net in params["fitting"]["nets"]["networks"]:
         net["layers"][-1]["w"] = net["layers"][-1]["w"] * FORCE_SCALE
-    save_model(path, model, params, model_def_script=CONFIG)
+    save_model(path, model, params, model_def_script=config)
     return path
 
 
@@ -161,6 +174,41 @@ def test_one_rank_matches_deeppot(setup: dict, dp: DeepPot, mode: str) -> None:
             assert abs(lmp.get_thermo(name) - want) < 1e-9 * np.abs(p).max(), name
     finally:
         lmp.close()
+
+
+@pytest.mark.parametrize("mode", ["periodic", "ghost"])
+def test_dpa2_one_rank_matches_deeppot(setup: dict, mode: str) -> None:
+    """A message-passing model (DPA-2) on one rank: ghost atoms take their features from their
+    owners through ``mapping`` in both modes."""
+    tmp = setup["tmp"]
+    dp = DeepPot(write_model(tmp / "dpa2.dp", 3, DPA2_CONFIG), backend=BACKEND)
+    dump = tmp / f"dpa2_{mode}.dump"
+    inp = tmp / f"dpa2_{mode}.in"
+    inp.write_text(STATIC_INPUT.format(data=setup["data"], dump=dump))
+    bridge = run_lammps(inp, dp, ["O", "H"], mode=mode, cmdargs=QUIET)
+    try:
+        e, f, _ = dp.eval(setup["coord"][None], setup["cell"][None], setup["atype"])
+        assert np.sqrt(np.mean(f**2)) > 1e-3
+        np.testing.assert_allclose(read_dump(dump)[0][:, 5:8], f[0], rtol=0, atol=1e-10)
+        assert abs(bridge.lmp.get_thermo("pe") - e[0, 0]) < 1e-10 * abs(e[0, 0])
+    finally:
+        bridge.lmp.close()
+
+
+def test_dpa2_on_two_ranks_is_refused(setup: dict) -> None:
+    if not MPIRUN.exists():
+        pytest.skip(f"no mpirun next to {sys.executable}")
+    tmp = setup["tmp"]
+    model = write_model(tmp / "dpa2_refused.dp", 3, DPA2_CONFIG)
+    inp = tmp / "dpa2_two.in"
+    inp.write_text(STATIC_INPUT.format(data=setup["data"], dump=tmp / "dpa2_two.dump"))
+    cmd = [str(MPIRUN), "-np", "2", sys.executable, "-m", "polypot.cli.main", "lammps",
+           str(inp), "--model", str(model), "--type-map", "O", "H", "--log", "none",
+           "--screen", "none"]
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert "message-passing model (DPA-2)" in proc.stderr and "run it on one rank" in proc.stderr
 
 
 @pytest.mark.parametrize("mode", ["periodic", "ghost"])
