@@ -27,11 +27,6 @@ UPDATE_STYLES = ("res_avg", "res_incr", "res_residual")
 NNEI_EPS = 1e-4
 
 
-def _masked(xp: Any, x: Any, mask: Any) -> Any:
-    """x (nf, nloc, nnei, d) with the empty slots (mask False) set to zero."""
-    return xp.where(mask[..., None], x, xp.zeros_like(x))
-
-
 def _inv_nnei(xp: Any, mask: Any, nnei: int, smooth: bool, sqrt: bool, dtype: Any) -> Any:
     """1 / (number of neighbours) per centre, (nf, nloc, 1): the sel ``nnei`` when smooth (the
     switch already damps far slots), else the real count (+ eps); square-rooted with ``sqrt``."""
@@ -41,18 +36,13 @@ def _inv_nnei(xp: Any, mask: Any, nnei: int, smooth: bool, sqrt: bool, dtype: An
     return 1.0 / (NNEI_EPS + (xp.sqrt(count) if sqrt else count))
 
 
-def symmetrize(xp: Any, g: Any, h: Any, mask: Any, sw: Any, axis_neuron: int, smooth: bool,
-               sqrt_nnei: bool) -> Any:
-    """Rotation-invariant atom features from pair features: H = h^T g / nnei (3, ng), then
-    H[:, :axis]^T H / 3 flattened. g (nf, nloc, nnei, ng), h (.., 3) -> (nf, nloc, axis * ng)."""
-    nf, nloc, nnei, ng = g.shape
-    g = _masked(xp, g, mask)
-    if smooth:
-        g = g * sw[..., None]
-    inv = _inv_nnei(xp, mask, nnei, smooth, sqrt_nnei, g.dtype)
-    if not smooth:
-        inv = inv[..., None]
-    hg = xp.matmul(xp.permute_dims(h, (0, 1, 3, 2)), g) * inv  # (nf, nloc, 3, ng)
+def symmetrize(xp: Any, g: Any, hw: Any, axis_neuron: int) -> Any:
+    """Rotation-invariant atom features from pair features: H = hw^T g (3, ng), then
+    H[:, :axis]^T H / 3 flattened. g (nf, nloc, nnei, ng); hw (nf, nloc, nnei, 3) the
+    equivariant pair channel already weighted per slot (switch or mask, and 1 / nnei), so that
+    no (nnei, ng)-sized weighted copy of g is needed. Returns (nf, nloc, axis * ng)."""
+    nf, nloc, _, ng = g.shape
+    hg = xp.matmul(xp.permute_dims(hw, (0, 1, 3, 2)), g)  # (nf, nloc, 3, ng)
     grrg = xp.matmul(xp.permute_dims(hg[..., :axis_neuron], (0, 1, 3, 2)), hg) / 3.0
     return xp.reshape(grrg, (nf, nloc, axis_neuron * ng))
 
@@ -202,29 +192,33 @@ class RepformerLayer:
         return activation(self.activation_function, x)
 
     def _attn2_map(self, p: Params, g2: Any, h2: Any, mask: Any, sw: Any) -> Any:
-        """Pair-pair attention weights A (nf, nloc, nh, nnei, nnei), times h_j.h_k / sqrt 3."""
+        """Pair-pair attention weights A (nf, nloc, nh, nnei, nnei), times h_j.h_k / sqrt 3.
+
+        Written with as few (nh, nnei, nnei) temporaries as possible (they dominate DPA-2's
+        memory): the factors without a head axis (gate, switch products) are combined first.
+        Smooth: softmax_k((L g_jk + c) s_j s_k - c) s_j s_k g_jk / sqrt 3 with L the logits,
+        g the gate (1 without ``attn2_has_gate``) and c the shift; the masked slots have s = 0,
+        so no separate masking is needed. Otherwise the masked softmax of L g."""
         xp = namespace(g2)
         nf, nloc, nnei, _ = g2.shape
         nd, nh = self.attn2_hidden, self.attn2_nhead
         qk = _layer(self.g2_dim, nd * 2 * nh, False, self.precision)(p["mapqk"], g2)
         qk = xp.permute_dims(xp.reshape(qk, (nf, nloc, nnei, nd, 2 * nh)), (0, 1, 4, 2, 3))
         q, k = qk[:, :, :nh, ...], qk[:, :, nh:, ...]
-        w = xp.matmul(q, xp.permute_dims(k, (0, 1, 2, 4, 3))) / math.sqrt(nd)
-        hh = xp.matmul(h2, xp.permute_dims(h2, (0, 1, 3, 2)))[:, :, None, ...]
-        if self.attn2_has_gate:
-            w = w * hh
-        mk = mask[:, :, None, None, :]
-        mj = mask[:, :, None, :, None]
+        logits = xp.matmul(q, xp.permute_dims(k, (0, 1, 2, 4, 3)))  # (nf, nloc, nh, j, k)
+        hh = xp.matmul(h2, xp.permute_dims(h2, (0, 1, 3, 2)))  # (nf, nloc, j, k)
+        scale = hh / math.sqrt(nd) if self.attn2_has_gate else None
         if self.smooth:
-            pair = sw[:, :, None, :, None] * sw[:, :, None, None, :]
-            w = (w + ATTN_SHIFT) * pair - ATTN_SHIFT
-        else:
-            w = xp.where(mk, w, xp.full_like(w, MASKED_LOGIT))
+            pair = sw[:, :, :, None] * sw[:, :, None, :]
+            scale = pair / math.sqrt(nd) if scale is None else scale * pair
+            w = logits * scale[:, :, None, ...] + (ATTN_SHIFT * (pair - 1.0))[:, :, None, ...]
+            w = softmax(xp, w, axis=-1)
+            return w * (pair * hh / math.sqrt(3.0))[:, :, None, ...]
+        w = logits / math.sqrt(nd) if scale is None else logits * scale[:, :, None, ...]
+        w = xp.where(mask[:, :, None, None, :], w, xp.full_like(w, MASKED_LOGIT))
         w = softmax(xp, w, axis=-1)
-        w = xp.where(mk & mj, w, xp.zeros_like(w))
-        if self.smooth:
-            w = w * pair
-        return w * hh / math.sqrt(3.0)
+        keep = mask[:, :, :, None] & mask[:, :, None, :]
+        return w * xp.where(keep, hh / math.sqrt(3.0), xp.zeros_like(hh))[:, :, None, ...]
 
     def _attn2_apply(self, p: Params, aa: Any, g2: Any) -> Any:
         """Multi-head mix of the neighbours' g2 by A: (nf, nloc, nnei, g2_dim)."""
@@ -271,20 +265,22 @@ class RepformerLayer:
         o = xp.reshape(o, (nf, nloc, nh * ni))
         return _layer(ni * nh, ni, True, pr)(p["head_map"], o)
 
-    def _conv(self, p: Params, gg1: Any, g2: Any, mask: Any, sw: Any) -> Any:
-        """Neighbour g1 weighted by projected g2, averaged: (nf, nloc, g1_dim or g2_dim)."""
+    def _conv(self, p: Params, gg1: Any, g2: Any, w: Any, mask: Any) -> Any:
+        """Neighbour g1 weighted by projected g2, averaged: (nf, nloc, g1_dim or g2_dim).
+
+        w (nf, nloc, nnei): the slot weights (switch, or the mask when not smooth). With
+        ``g1_out_conv``, sum_j (g2_j W) * g1_j * w_j = sum_a W[a] * (sum_j w_j g2_j[a] g1_j), a
+        contraction that never forms an (nnei, g1_dim) product."""
         xp = namespace(g2)
-        nnei = g2.shape[2]
-        pr = self.precision
-        if not self.g1_out_conv:
-            gg1 = _layer(self.g1_dim, self.g2_dim, False, pr)(p["proj_g1g2"], gg1)
-        gg1 = _masked(xp, gg1, mask)
-        if self.smooth:
-            gg1 = gg1 * sw[..., None]
-        inv = _inv_nnei(xp, mask, nnei, self.smooth, False, gg1.dtype)
+        inv = _inv_nnei(xp, mask, g2.shape[2], self.smooth, False, g2.dtype)
+        g2w = g2 * w[..., None]
         if self.g1_out_conv:
-            g2 = _layer(self.g2_dim, self.g1_dim, False, pr)(p["proj_g1g2"], g2)
-        return xp.sum(g2 * gg1, axis=2) * inv
+            m = xp.matmul(xp.permute_dims(g2w, (0, 1, 3, 2)), gg1)  # (nf, nloc, g2, g1)
+            out = xp.sum(m * p["proj_g1g2"]["w"], axis=-2)
+        else:
+            proj = _layer(self.g1_dim, self.g2_dim, False, self.precision)
+            out = xp.sum(g2w * proj(p["proj_g1g2"], gg1), axis=2)
+        return out * inv
 
     def _combine(self, p: Params, terms: list[Any], name: str) -> Any:
         out = terms[0]
@@ -315,15 +311,14 @@ class RepformerLayer:
             g1_terms.append(self._act(_layer(self.g1_dim, self.g1_dim, True, pr)(
                 p["g1_self_mlp"], g1)))
         gg1 = gather_neighbors(xp, g1_ext, nlist) if self.needs_neighbor_g1 else None
+        # per-slot weight of every neighbour average: the switch (0 on empty slots), or the mask
+        w = sw if self.smooth else xp.astype(mask, g2.dtype)
         if self.update_chnnl_2:
             g2_terms.append(self._act(_layer(self.g2_dim, self.g2_dim, True, pr)(
                 p["linear2"], g2)))
-            if self.update_g2_has_g1g1:
-                g1g1 = _masked(xp, g1[:, :, None, :] * gg1, mask)
-                if self.smooth:
-                    g1g1 = g1g1 * sw[..., None]
-                g2_terms.append(_layer(self.g1_dim, self.g2_dim, False, pr)(
-                    p["proj_g1g1g2"], g1g1))
+            if self.update_g2_has_g1g1:  # (g1_i * g1_j) W = g1_j (diag(g1_i) W), per atom
+                wi = g1[..., :, None] * p["proj_g1g1g2"]["w"]  # (nf, nloc, g1, g2)
+                g2_terms.append(xp.matmul(gg1, wi) * w[..., None])
             if self.has_attn2_map:
                 aa = self._attn2_map(p["attn2g_map"], g2, h2, mask, sw)
                 if self.update_g2_has_attn:
@@ -332,17 +327,18 @@ class RepformerLayer:
                 if self.update_h2:
                     h2_terms.append(self._attn2_equivariant(p["attn2_ev_apply"], aa, h2))
         if self.update_g1_has_conv:
-            conv = self._conv(p, gg1, g2, mask, sw)
+            conv = self._conv(p, gg1, g2, w, mask)
             if self.g1_out_conv:
                 g1_terms.append(conv)
             else:
                 mlp_in.append(conv)
+        if self.update_g1_has_grrg or self.update_g1_has_drrd:
+            inv = _inv_nnei(xp, mask, g2.shape[2], self.smooth, self.use_sqrt_nnei, g2.dtype)
+            hw = h2 * (w * inv)[..., None]
         if self.update_g1_has_grrg:
-            mlp_in.append(symmetrize(xp, g2, h2, mask, sw, self.axis_neuron, self.smooth,
-                                     self.use_sqrt_nnei))
+            mlp_in.append(symmetrize(xp, g2, hw, self.axis_neuron))
         if self.update_g1_has_drrd:
-            mlp_in.append(symmetrize(xp, gg1, h2, mask, sw, self.axis_neuron, self.smooth,
-                                     self.use_sqrt_nnei))
+            mlp_in.append(symmetrize(xp, gg1, hw, self.axis_neuron))
         g1_terms.append(self._act(_layer(self.g1_in_dim, self.g1_dim, True, pr)(
             p["linear1"], xp.concat(mlp_in, axis=-1))))
         if self.update_g1_has_attn:

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..array_api import gather_neighbors, gather_types, namespace
+from ..array_api import gather_types, namespace
 from ..env_mat import EnvMat, pair_exclude_mask
-from ..network import EmbeddingNet, Params
+from ..network import EmbeddingNet, Params, activation
 from ..precision import to_dtype
 
 
@@ -87,14 +87,8 @@ class SeTTebdBlock:
         safe = xp.where(mask, nlist, xp.zeros_like(nlist))
         ntp = table.shape[0]
         if self.tebd_input_mode == "concat":
-            emb_ext = xp.reshape(xp.take(table, xp.reshape(atype_ext, (-1,)), axis=0),
-                                 (nf, atype_ext.shape[1], self.tebd_dim))
-            emb = gather_neighbors(xp, emb_ext, safe)  # (nf, nloc, nnei, tebd)
-            shape = (nf, nloc, nnei, nnei, self.tebd_dim)
-            emb_j = xp.broadcast_to(emb[:, :, :, None, :], shape)
-            emb_k = xp.broadcast_to(emb[:, :, None, :, :], shape)
-            gg = self.embedding(p["embedding"], xp.concat([cos[..., None], emb_j, emb_k],
-                                                          axis=-1))
+            gg = self._concat_embedding(p["embedding"], cos, table,
+                                        gather_types(xp, atype_ext, safe))
         else:
             gg_s = self.embedding(p["embedding"], cos[..., None])
             tj = gather_types(xp, atype_ext, safe)
@@ -113,3 +107,36 @@ class SeTTebdBlock:
         out = xp.sum(xp.reshape(cos, (nf, nloc, nnei * nnei, 1))
                      * xp.reshape(gg, (nf, nloc, nnei * nnei, self.neuron[-1])), axis=2)
         return out / float(nnei * nnei)
+
+    def _concat_embedding(self, p: Params, cos: Any, table: Any, tj: Any) -> Any:
+        """G(c_jk, T_j, T_k) (nf, nloc, nnei, nnei, neuron[-1]); tj (nf, nloc, nnei) the slots'
+        types. The first layer's input [c, T_j, T_k] is never formed: its product with the
+        weights is c w_0 + (T W_1)[t_j] + (T W_2)[t_k], the last two looked up per slot."""
+        xp = namespace(cos)
+        net = self.embedding
+        first, rest = net.layers[0], list(zip(net.layers[1:], p["layers"][1:], strict=True))
+        p0 = p["layers"][0]
+        t = self.tebd_dim
+        nf, nloc, nnei = tj.shape
+        if first.resnet and first.out_dim in (first.in_dim, 2 * first.in_dim):  # skip: x needed
+            emb = xp.reshape(xp.take(table, xp.reshape(tj, (-1,)), axis=0), (nf, nloc, nnei, t))
+            shape = (nf, nloc, nnei, nnei, t)
+            x = xp.concat([cos[..., None], xp.broadcast_to(emb[:, :, :, None, :], shape),
+                           xp.broadcast_to(emb[:, :, None, :, :], shape)], axis=-1)
+            return net(p, x)
+        n1 = first.out_dim
+
+        def per_slot(w: Any) -> Any:
+            proj = xp.matmul(table, w)  # (ntypes + 1, n1)
+            return xp.reshape(xp.take(proj, xp.reshape(tj, (-1,)), axis=0), (nf, nloc, nnei, n1))
+
+        z = (cos[..., None] * p0["w"][0, :] + per_slot(p0["w"][1:1 + t, :])[:, :, :, None, :]
+             + per_slot(p0["w"][1 + t:, :])[:, :, None, :, :])
+        if p0.get("b") is not None:
+            z = z + p0["b"]
+        y = activation(first.activation_function, z)
+        if p0.get("idt") is not None:
+            y = y * p0["idt"]
+        for layer, lp in rest:
+            y = layer(lp, y)
+        return y
