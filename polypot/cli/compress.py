@@ -1,7 +1,8 @@
 """``polypot compress -i MODEL -o OUT [-s STEP -e EXTRAPOLATE -f FREQ -t INPUT]``.
 
 Tabulates the descriptor's embedding net (``dp compress``; see :mod:`polypot.model.compress`)
-for ``se_e2_a`` and ``se_atten`` / ``se_atten_v2`` with ``attn_layer`` 0. Any model file in,
+for ``se_e2_a``, ``se_atten`` / ``se_atten_v2`` with ``attn_layer`` 0 and the repinit block
+of ``dpa2``. Any model file in,
 any model file out (the suffixes choose the formats). The table's upper bound needs the smallest
 interatomic distance of the training data: taken from the model file (``min_nbor_dist``, written
 by ``polypot freeze``), else from the training data of ``-t input.json``, else from
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "compress",
-        help="tabulate the embedding net of se_e2_a / se_atten (attn_layer 0) models",
+        help="tabulate the embedding net of se_e2_a / se_atten (attn_layer 0) models and of "
+        "dpa2's repinit block",
     )
     p.add_argument("-i", "--input", default="frozen_model.pth",
                    help="model file to compress (any format)")

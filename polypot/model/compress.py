@@ -382,10 +382,13 @@ def compress_descriptor(desc: Any, p: Params, min_nbor_dist: float, step: float 
                         extrapolate: float = 5.0, check_frequency: int = -1
                         ) -> tuple[Any, Params]:
     """A copy of descriptor ``desc`` (params ``p``) whose embedding net is tabulated."""
+    from .descriptor.dpa2 import DescrptDPA2
     from .descriptor.se_atten import DescrptSeAtten
     from .descriptor.se_e2_a import DescrptSeA
 
     name = getattr(desc, "type_name", type(desc).__name__)
+    if isinstance(desc, DescrptDPA2):
+        return _compress_dpa2(desc, p, min_nbor_dist, step, extrapolate, check_frequency)
     if getattr(desc, "compress", None) is not None:
         raise CompressionError(f"compress: the {name} descriptor is already compressed")
     p64 = _as_float64(p)
@@ -415,6 +418,21 @@ def compress_descriptor(desc: Any, p: Params, min_nbor_dist: float, step: float 
     new_p = dict(p)
     new_p["compress"] = {k: np.asarray(to_numpy(v)).astype(dt) for k, v in tables.items()}
     return dataclasses.replace(desc, compress=spec), new_p
+
+
+def _compress_dpa2(desc: Any, p: Params, min_nbor_dist: float, step: float,
+                   extrapolate: float, check_frequency: int) -> tuple[Any, Params]:
+    """DPA-2: the repinit block (a DPA-1 block without attention) is tabulated like se_atten;
+    the three-body block and the repformer layers stay networks (as in DeePMD-kit)."""
+    if desc.repinit_compress is not None:
+        raise CompressionError("compress: the dpa2 descriptor is already compressed")
+    block = desc.repinit_block
+    block_p = {**p["repinit"], "type_embedding": p["type_embedding"]}
+    block, block_p = compress_descriptor(block, block_p, min_nbor_dist, step, extrapolate,
+                                         check_frequency)
+    new_p = dict(p)
+    new_p["repinit"] = {**p["repinit"], "compress": block_p["compress"]}
+    return dataclasses.replace(desc, repinit_compress=block.compress), new_p
 
 
 def compress_model(model: Any, params: Params, min_nbor_dist: float, step: float = 0.01,

@@ -246,6 +246,7 @@ def _map_dpa2(desc: dict, index: Index, new_map: list[str], stat: dict | None,
               rng: np.random.Generator) -> dict:
     """dpa2: the shared type embedding and every block's per-centre-type statistics
     (``stat``: {"repinit": {"davg", "dstd"}, "repformer": ..., "three_body": ...})."""
+    _reject_compressed(desc)
     _reject_compressed(desc.get("repinit_variable", {}))
     out = dict(desc, ntypes=len(index), type_map=list(new_map))
     out["exclude_types"] = _map_pairs(desc.get("exclude_types") or [], index)

@@ -29,7 +29,7 @@ from polypot.model.compress import (
 
 E_TOL = 1e-7  # eV/atom
 F_TOL = 1e-6  # eV/Å
-COMPRESSIBLE = ["se_e2_a", "se_atten_l0", "se_atten_v2_l0"]
+COMPRESSIBLE = ["se_e2_a", "se_atten_l0", "se_atten_v2_l0", "dpa2"]
 AUTODIFF = default_autodiff_backend()
 needs_autodiff = pytest.mark.skipif(AUTODIFF is None, reason="no autodiff backend installed")
 SUFFIX = {"torch": ".pth", "jax": ".hlo", "tensorflow": ".savedmodel", "paddle": ".json"}
@@ -273,7 +273,32 @@ def test_compressed_runs_under_array_api_strict(compressed, name):
     model, params, _ = load_model(compressed[name])
     coord, cell, atype = fixture_frames(name, "cluster")
     nd = build_neighbor_data(coord, cell, atype, model.rcut, model.sel)
-    ref = model.call_lower(params, nd.coord, nd.atype, nd.nlist)
+    ref = model.call_lower(params, nd.coord, nd.atype, nd.nlist, nd.mapping)
     out = model.call_lower(map_params(params, xps.asarray), xps.asarray(nd.coord),
-                           xps.asarray(nd.atype), xps.asarray(nd.nlist))
+                           xps.asarray(nd.atype), xps.asarray(nd.nlist), xps.asarray(nd.mapping))
     np.testing.assert_allclose(np.asarray(out["atom_energy"]), ref["atom_energy"], rtol=1e-13)
+
+
+@needs_autodiff
+def test_dpa2_strip_repinit_compressed(tmp_path):
+    """DPA-2 with a strip-mode repinit (the case DeePMD-kit compresses): the compressed file
+    equals the network within the tolerances, and its JAX frozen file equals the .dp."""
+    src = Path(__file__).resolve().parents[1] / "fixtures" / "dpa2_variants" / "strip_tebd"
+    ref = np.load(src.with_suffix(".npz"))
+    coord, atype = ref["cluster_coord"], ref["cluster_atype"]
+    model, params, _ = load_model(src.with_suffix(".dp"))
+    cmodel, cparams = compress_model(model, params, 0.9)
+    assert cmodel.atomic.descriptor.repinit_compress is not None
+    assert "type_table" in cparams["descriptor"]["repinit"]["compress"]
+    save_model(tmp_path / "c.dp", cmodel, cparams)
+    de, df = errors(DeepPot(src.with_suffix(".dp"), backend=AUTODIFF),
+                    DeepPot(tmp_path / "c.dp", backend=AUTODIFF), coord, None, atype)
+    assert de < E_TOL and df < F_TOL
+    if "jax" in available():
+        convert(tmp_path / "c.dp", tmp_path / "c.hlo")
+        got = DeepPot(tmp_path / "c.hlo").eval(coord, None, atype)
+        want = DeepPot(tmp_path / "c.dp", backend="jax").eval(coord, None, atype)
+        for g, w in zip(got, want, strict=True):
+            assert np.max(np.abs(g - w)) <= 1e-10 * max(1.0, np.max(np.abs(w)))
+    with pytest.raises(CompressionError, match="already compressed"):
+        compress_model(cmodel, cparams, 0.9)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..array_api import gather_neighbors, namespace, safe_norm, to_numpy
+from ..compress import Tabulation
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..errors import ModelFormatError, check_class, check_version
 from ..network import Layer, NetworkCollection, Params, TypeEmbedNet, activation
@@ -278,6 +279,8 @@ class DescrptDPA2:
     type_map: tuple[str, ...] | None = None
     type_name: str = "dpa2"
     type_embedding: TypeEmbedNet | None = field(default=None, compare=False)
+    #: tabulated repinit embedding (``polypot compress``; polypot-only ``compress`` key), or None
+    repinit_compress: Tabulation | None = None
 
     mixed_types = True
     message_passing = True  # needs ``mapping``: features move to ghost atoms between layers
@@ -334,7 +337,7 @@ class DescrptDPA2:
             env_protection=self.env_protection, set_davg_zero=a.set_davg_zero,
             activation_function=a.activation_function, smooth_type_embedding=self.smooth,
             concat_output_tebd=False, precision=self.precision, type_map=self.type_map,
-            type_embedding=self.type_embedding)
+            type_embedding=self.type_embedding, compress=self.repinit_compress)
 
     @property
     def three_body_block(self) -> SeTTebdBlock | None:
@@ -471,6 +474,8 @@ class DescrptDPA2:
         }
         if self.tebd_transform is not None:
             data["tebd_transform"] = self.tebd_transform.serialize(p["tebd_transform"])
+        if self.repinit_compress is not None:  # polypot-only key, see polypot.model.compress
+            data["compress"] = self.repinit_compress.serialize(p["repinit"]["compress"])
         tb = self.three_body_block
         if tb is not None:
             emb3 = NetworkCollection(0, self.ntypes, "embedding_network", (tb.embedding,))
@@ -538,6 +543,16 @@ class DescrptDPA2:
             if tb.tebd_input_mode == "strip":
                 _, s3 = NetworkCollection.deserialize(v3["embeddings_strip"])
                 params["three_body"]["embedding_strip"] = s3["networks"][0]
+        if data.get("compress"):
+            tab, params["repinit"]["compress"] = Tabulation.deserialize(data["compress"], dt)
+            strip = obj.repinit.tebd_input_mode == "strip"
+            ntab = 1 if strip else obj.ntypes ** (1 if obj.repinit.type_one_side else 2)
+            if (tab.ntab, tab.width) != (ntab, obj.repinit.neuron[-1]) or \
+                    strip != ("type_table" in params["repinit"]["compress"]):
+                raise ModelFormatError(
+                    f"dpa2: compress table ({tab.ntab} tables of width {tab.width}) does not "
+                    f"fit the repinit block ({obj.repinit.tebd_input_mode} mode)")
+            obj = dataclasses.replace(obj, repinit_compress=tab)
         for name in ("g1_shape_tranform", "tebd_transform"):
             spec = getattr(obj, name)
             if spec is None:
