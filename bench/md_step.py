@@ -359,7 +359,6 @@ def main() -> int:
     from systems import water_frame
 
     from polypot.backend.registry import available
-    from polypot.cli.convert import convert
 
     backends = args.backends or [b for b in FROZEN if b in available()]
     models = args.models or list(MODELS)
@@ -399,11 +398,15 @@ def main() -> int:
                     frozen = src.with_suffix(FROZEN[backend])
                     status, note = "n/a", why
                     if why is None:
-                        try:
-                            convert(src, frozen)
-                        except Exception as err:  # noqa: BLE001
+                        # a fresh process per conversion: frameworks imported for one backend
+                        # (TensorFlow, torch) can break another's (Paddle's to_static) in-process
+                        proc = subprocess.run(
+                            [sys.executable, "-m", "polypot.cli.main", "convert-backend",
+                             str(src), str(frozen)], capture_output=True, text=True)
+                        if proc.returncode != 0:
                             status = "n/a" if compressed else "error"
-                            note = f"convert failed: {type(err).__name__}: {err}"[:300]
+                            tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                            note = f"convert failed: {tail}"[:300]
                     if note is not None:
                         for n in sizes:
                             record(model, compressed, prec, backend, n,
