@@ -49,7 +49,7 @@ F32_CONFIG = {
 #: a pair 1e-4 Å inside rcut and non-smooth attention make that frame's forces ill-conditioned
 #: (1e-8 to 1e-5 relative between any two backends or between eager and compiled runs).
 RUNNER_CASES = {"se_e2_a": "periodic", "se_atten_l0": "periodic", "se_atten_l2": "cluster",
-                "se_atten_v2_l0": "periodic"}
+                "se_atten_v2_l0": "periodic", "dpa2": "periodic"}
 
 
 def _neighbors(model, name: str, case: str, frames: slice = slice(None)) -> NeighborData:
