@@ -13,6 +13,7 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402  (after enabling float64)
 
+from . import jax_kernels  # noqa: E402,F401  (registers the JAX kernels)
 from .base import map_params  # noqa: E402
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from .array_api import namespace, to_numpy
 from .env_mat import smooth_weight
 from .errors import ModelFormatError, check_class, check_version
+from ..kernels import find_kernel
 from .network import EmbeddingNet, Params, activation
 from .precision import to_dtype
 
@@ -119,7 +120,17 @@ class Tabulation:
         s: (..., nnei); rr: (..., nnei, 4) environment rows; index as in ``__call__``. The
         powers of t go to R first (Q_j = t_j^p R_j, (..., nnei * 6, 4)), then one matmul with
         the gathered coefficients (..., nnei * 6, width): the coefficients are read once.
+        A backend may register a faster ``tabulated_contract`` kernel (same arguments after
+        this Tabulation; see :mod:`polypot.kernels`).
         """
+        xp = namespace(s)
+        kernel = find_kernel("tabulated_contract", xp)
+        if kernel is not None:
+            return kernel(self, table, s, rr, index)
+        return self.contract_reference(table, s, rr, index)
+
+    def contract_reference(self, table: Any, s: Any, rr: Any, index: Any = None) -> Any:
+        """:meth:`contract` in plain Array-API code (what every kernel is tested against)."""
         xp = namespace(s)
         c, t = self._gather(table, s, index)
         lead, nnei = tuple(s.shape[:-1]), s.shape[-1]

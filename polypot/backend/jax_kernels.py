@@ -1,0 +1,132 @@
+"""JAX kernels for hot model functions (registered in :mod:`polypot.kernels`).
+
+``tabulated_contract``: sum_j G(s_j)^T R_j of a compressed embedding (see
+:meth:`polypot.model.compress.Tabulation.contract`). The reference gathers the six quintic
+coefficients of every (atom, neighbour, channel) into one array (nnei * 6 * width per atom:
+about 1 GB for 1536 water atoms in float64) and differentiates through it. Here the atoms are
+processed in chunks of about ``CHUNK_PAIRS`` (atom, neighbour) pairs with ``lax.map``, so G and
+dG/ds of a chunk stay in cache; the gathers fuse into the polynomial, and the derivative is
+written by hand (``custom_vjp``) from G and dG/ds recomputed chunk by chunk:
+
+    dL/dR_j = G_j h,   dL/ds_j = sum_c R_jc (dG_j h)_c,   h = dL/d(G^T R) (width, 4).
+
+The tables are constants of inference: no cotangent flows to them (compressed models are not
+trained; ``--init-model``/``--finetune`` refuse them). Second derivatives (Hessians) work:
+the backward pass is ordinary JAX code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..kernels import register_kernel
+
+#: (atom, neighbour) pairs per chunk: G and dG/ds of a chunk (pairs x width doubles each) fit
+#: in the L2/L3 caches of a CPU
+CHUNK_PAIRS = 2048
+NCOEF = 6
+
+
+def _chunked(fn: Any, nnei: int, *arrays: Any) -> Any:
+    """``fn`` over chunks of the leading (row) axis of ``arrays``, outputs concatenated.
+
+    Rows are padded with zeros up to whole chunks (the count may be symbolic under
+    ``jax.export``: k * ch - n is a whole number of chunks for the shape checker)."""
+    n = arrays[0].shape[0]
+    ch = max(1, CHUNK_PAIRS // max(nnei, 1))
+    k = (n + ch - 1) // ch
+    padded = [jnp.concatenate([a, jnp.zeros((k * ch - n, *a.shape[1:]), a.dtype)])
+              .reshape(k, ch, *a.shape[1:]) for a in arrays]
+    out = jax.lax.map(lambda xs: fn(*xs), padded)
+    return jax.tree.map(lambda o: o.reshape(k * ch, *o.shape[2:])[:n], out)
+
+
+def _interval(spec: Any, s: Any, index: Any) -> tuple[Any, Any, Any]:
+    """Table row (rows, nnei), local variable t = s - x_l and dt/ds (1 inside the table's
+    range, 0 where G is held constant), as in ``Tabulation._gather``."""
+    sc = jnp.clip(s, spec.lower, spec.top)
+    fine = sc < spec.upper
+    u0 = jnp.clip((sc - spec.lower) / spec.stride0, 0.0, float(spec.n0 - 1))
+    u1 = jnp.clip((sc - spec.upper) / spec.stride1, 0.0, float(spec.n1 - 1))
+    i0 = u0.astype(index.dtype)
+    i1 = u1.astype(index.dtype)
+    start = jnp.where(fine, spec.lower + i0.astype(s.dtype) * spec.stride0,
+                      spec.upper + i1.astype(s.dtype) * spec.stride1)
+    row = jnp.where(fine, i0, i1 + spec.n0) + index * spec.nint
+    inside = ((s > spec.lower) & (s < spec.top)).astype(s.dtype)
+    return row, sc - start, inside
+
+
+def _coefficients(spec: Any, table: Any) -> list[Any]:
+    """The table as six (ntab * nint, width) arrays, one per power of t."""
+    flat = table.reshape(spec.ntab * spec.nint, NCOEF, spec.width)
+    return [flat[:, p, :] for p in range(NCOEF)]
+
+
+def _values(spec: Any, coef: list[Any], s: Any, index: Any, slope: bool) -> tuple[Any, ...]:
+    """G (rows, nnei, width) and, with ``slope``, dG/ds and the in-range mask (rows, nnei)."""
+    row, t, inside = _interval(spec, s, index)
+    c = [jnp.take(cp, row, axis=0) for cp in coef]
+    tt = t[..., None]
+    g = c[0] + tt * (c[1] + tt * (c[2] + tt * (c[3] + tt * (c[4] + tt * c[5]))))
+    if not slope:
+        return (g,)
+    dg = c[1] + tt * (2.0 * c[2] + tt * (3.0 * c[3] + tt * (4.0 * c[4] + tt * 5.0 * c[5])))
+    return g, dg, inside
+
+
+def _contract_value(spec: Any, table: Any, s: Any, rr: Any, index: Any) -> Any:
+    """sum_j G_j^T R_j (rows, width, 4) of s (rows, nnei), rr (rows, nnei, 4)."""
+    coef = _coefficients(spec, table)
+
+    def chunk(s_: Any, rr_: Any, index_: Any) -> Any:
+        (g,) = _values(spec, coef, s_, index_, slope=False)
+        return jnp.einsum("anm,anc->amc", g, rr_)
+
+    return _chunked(chunk, s.shape[-1], s, rr, index)
+
+
+# the forward rule calls the plain function, not the custom_vjp one: an outer JVP (the Hessian's
+# forward-over-reverse, training's force loss) then differentiates ordinary JAX code
+_contract = functools.partial(jax.custom_vjp, nondiff_argnums=(0,))(_contract_value)
+
+
+def _contract_fwd(spec: Any, table: Any, s: Any, rr: Any, index: Any) -> tuple[Any, Any]:
+    return _contract_value(spec, table, s, rr, index), (table, s, rr, index)
+
+
+def _contract_bwd(spec: Any, res: Any, h: Any) -> tuple[Any, ...]:
+    table, s, rr, index = res
+    coef = _coefficients(spec, table)
+
+    def chunk(s_: Any, rr_: Any, index_: Any, h_: Any) -> tuple[Any, Any]:
+        g, dg, inside = _values(spec, coef, s_, index_, slope=True)
+        both = jnp.einsum("aknm,amc->aknc", jnp.stack([g, dg], axis=1), h_)
+        return jnp.sum(both[:, 1] * rr_, axis=-1) * inside, both[:, 0]
+
+    ds, drr = _chunked(chunk, s.shape[-1], s, rr, index, h)
+    return None, ds, drr, None
+
+
+_contract.defvjp(_contract_fwd, _contract_bwd)
+
+
+def tabulated_contract(spec: Any, table: Any, s: Any, rr: Any, index: Any = None) -> Any:
+    """sum_j G(s_j)^T R_j (..., width, 4): s (..., nnei), rr (..., nnei, 4), index (..., nnei)
+    table numbers or None (table 0); table (ntab, nint, 6 * width)."""
+    lead, nnei = tuple(s.shape[:-1]), s.shape[-1]
+    s2 = s.reshape(-1, nnei)
+    rr2 = rr.reshape(-1, nnei, rr.shape[-1]).astype(s.dtype)
+    if index is None:
+        idx2 = jnp.zeros(s2.shape, jnp.int32)
+    else:
+        idx2 = jnp.broadcast_to(index, s.shape).reshape(-1, nnei)
+    out = _contract(spec, table.astype(s.dtype), s2, rr2, idx2)
+    return out.reshape(*lead, spec.width, rr.shape[-1])
+
+
+register_kernel("tabulated_contract", "jax.numpy", tabulated_contract)
