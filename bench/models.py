@@ -7,12 +7,12 @@ FITTING = {"neuron": [240, 240, 240], "resnet_dt": True}
 MODELS = {
     "se_e2_a": {
         "descriptor": {"type": "se_e2_a", "sel": [46, 92], "rcut": 6.0, "rcut_smth": 0.5,
-                       "neuron": [25, 50, 100], "axis_neuron": 16, "type_one_side": True},
+                       "neuron": [25, 50, 100], "axis_neuron": 16, "type_one_side": False},
     },
     "dpa1_l0": {
         "descriptor": {"type": "se_atten", "sel": 120, "rcut": 6.0, "rcut_smth": 0.5,
                        "neuron": [25, 50, 100], "axis_neuron": 16, "attn": 128,
-                       "attn_layer": 0, "tebd_dim": 8},
+                       "attn_layer": 0, "tebd_dim": 8, "tebd_input_mode": "strip"},
     },
     "dpa1_l2": {
         "descriptor": {"type": "se_atten", "sel": 120, "rcut": 6.0, "rcut_smth": 0.5,

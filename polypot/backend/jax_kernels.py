@@ -1,6 +1,7 @@
 """JAX kernels for hot model functions (registered in :mod:`polypot.kernels`).
 
-``tabulated_contract``: sum_j G(s_j)^T R_j of a compressed embedding (see
+``tabulated_contract`` (and ``tabulated_contract_typed``, strip-mode DPA-1): sum_j G(s_j)^T R_j
+of a compressed embedding (see
 :meth:`polypot.model.compress.Tabulation.contract`). The reference gathers the six quintic
 coefficients of every (atom, neighbour, channel) into one array (nnei * 6 * width per atom:
 about 1 GB for 1536 water atoms in float64) and differentiates through it. Here the atoms are
@@ -115,18 +116,75 @@ def _contract_bwd(spec: Any, res: Any, h: Any) -> tuple[Any, ...]:
 _contract.defvjp(_contract_fwd, _contract_bwd)
 
 
+def _typed_value(spec: Any, table: Any, ttab: Any, s: Any, rr: Any, tindex: Any, w: Any
+                 ) -> Any:
+    """sum_j G_j^T R_j with G_j = g(s_j) (1 + w_j T[tindex_j]) (rows, width, 4)."""
+    coef = _coefficients(spec, table)
+
+    def chunk(s_: Any, rr_: Any, ti: Any, w_: Any) -> Any:
+        (g,) = _values(spec, coef, s_, jnp.zeros_like(ti), slope=False)
+        gg = g * (1.0 + w_[..., None] * jnp.take(ttab, ti, axis=0))
+        return jnp.einsum("anm,anc->amc", gg, rr_)
+
+    return _chunked(chunk, s.shape[-1], s, rr, tindex, w)
+
+
+_typed = functools.partial(jax.custom_vjp, nondiff_argnums=(0,))(_typed_value)
+
+
+def _typed_fwd(spec: Any, table: Any, ttab: Any, s: Any, rr: Any, tindex: Any, w: Any
+               ) -> tuple[Any, Any]:
+    return _typed_value(spec, table, ttab, s, rr, tindex, w), (table, ttab, s, rr, tindex, w)
+
+
+def _typed_bwd(spec: Any, res: Any, h: Any) -> tuple[Any, ...]:
+    table, ttab, s, rr, tindex, w = res
+    coef = _coefficients(spec, table)
+
+    def chunk(s_: Any, rr_: Any, ti: Any, w_: Any, h_: Any) -> tuple[Any, Any, Any]:
+        g, dg, inside = _values(spec, coef, s_, jnp.zeros_like(ti), slope=True)
+        t = jnp.take(ttab, ti, axis=0)
+        scale = 1.0 + w_[..., None] * t
+        # rows of dL/dR_j, the s-slope and the w-slope, each contracted with h
+        three = jnp.einsum("aknm,amc->aknc", jnp.stack([g * scale, dg * scale, g * t], axis=1),
+                           h_)
+        return (jnp.sum(three[:, 1] * rr_, axis=-1) * inside, three[:, 0],
+                jnp.sum(three[:, 2] * rr_, axis=-1))
+
+    ds, drr, dw = _chunked(chunk, s.shape[-1], s, rr, tindex, w, h)
+    return None, None, ds, drr, None, dw
+
+
+_typed.defvjp(_typed_fwd, _typed_bwd)
+
+
+def _rows(s: Any, rr: Any) -> tuple[tuple[int, ...], Any, Any]:
+    lead, nnei = tuple(s.shape[:-1]), s.shape[-1]
+    return lead, s.reshape(-1, nnei), rr.reshape(-1, nnei, rr.shape[-1]).astype(s.dtype)
+
+
 def tabulated_contract(spec: Any, table: Any, s: Any, rr: Any, index: Any = None) -> Any:
     """sum_j G(s_j)^T R_j (..., width, 4): s (..., nnei), rr (..., nnei, 4), index (..., nnei)
     table numbers or None (table 0); table (ntab, nint, 6 * width)."""
-    lead, nnei = tuple(s.shape[:-1]), s.shape[-1]
-    s2 = s.reshape(-1, nnei)
-    rr2 = rr.reshape(-1, nnei, rr.shape[-1]).astype(s.dtype)
+    lead, s2, rr2 = _rows(s, rr)
     if index is None:
         idx2 = jnp.zeros(s2.shape, jnp.int32)
     else:
-        idx2 = jnp.broadcast_to(index, s.shape).reshape(-1, nnei)
+        idx2 = jnp.broadcast_to(index, s.shape).reshape(s2.shape)
     out = _contract(spec, table.astype(s.dtype), s2, rr2, idx2)
     return out.reshape(*lead, spec.width, rr.shape[-1])
 
 
+def tabulated_contract_typed(spec: Any, table: Any, s: Any, rr: Any, type_table: Any,
+                             type_index: Any, weight: Any = None) -> Any:
+    """sum_j G_j^T R_j (..., width, 4), G_j = g(s_j) (1 + w_j T[type_index_j]) (see
+    ``Tabulation.contract_typed``); weight None is 1."""
+    lead, s2, rr2 = _rows(s, rr)
+    ti = jnp.broadcast_to(type_index, s.shape).reshape(s2.shape)
+    w = jnp.ones_like(s2) if weight is None else weight.reshape(s2.shape).astype(s.dtype)
+    out = _typed(spec, table.astype(s.dtype), type_table.astype(s.dtype), s2, rr2, ti, w)
+    return out.reshape(*lead, spec.width, rr.shape[-1])
+
+
 register_kernel("tabulated_contract", "jax.numpy", tabulated_contract)
+register_kernel("tabulated_contract_typed", "jax.numpy", tabulated_contract_typed)

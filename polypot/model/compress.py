@@ -48,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import find_kernel
 from .array_api import namespace, to_numpy
 from .env_mat import smooth_weight
 from .errors import ModelFormatError, check_class, check_version
-from ..kernels import find_kernel
 from .network import EmbeddingNet, Params, activation
 from .precision import to_dtype
 
@@ -139,6 +139,32 @@ class Tabulation:
         q = xp.reshape(q, (*lead, nnei * NCOEF, rr.shape[-1]))
         c = xp.reshape(c, (*lead, nnei * NCOEF, self.width))
         return xp.matmul(xp.permute_dims(c, (*range(nd), nd + 1, nd)), q)
+
+    def contract_typed(self, table: Any, s: Any, rr: Any, type_table: Any, type_index: Any,
+                       weight: Any = None) -> Any:
+        """sum_j G_j^T R_j (..., width, 4) with G_j = g(s_j) * (1 + w_j T[type_index_j]).
+
+        The strip-mode DPA-1 embedding: g from table 0, T (ntp, width) the type part over type
+        pairs, w (..., nnei) its weight (the switch function in smooth mode; None: 1).
+        A backend may register a faster ``tabulated_contract_typed`` kernel."""
+        xp = namespace(s)
+        kernel = find_kernel("tabulated_contract_typed", xp)
+        if kernel is not None:
+            return kernel(self, table, s, rr, type_table, type_index, weight)
+        return self.contract_typed_reference(table, s, rr, type_table, type_index, weight)
+
+    def contract_typed_reference(self, table: Any, s: Any, rr: Any, type_table: Any,
+                                 type_index: Any, weight: Any = None) -> Any:
+        """:meth:`contract_typed` in plain Array-API code."""
+        xp = namespace(s)
+        g = self(table, s)
+        gt = xp.reshape(xp.take(type_table, xp.reshape(type_index, (-1,)), axis=0),
+                        (*type_index.shape, self.width))
+        if weight is not None:
+            gt = gt * weight[..., None]
+        gg = g * gt + g
+        nd = gg.ndim - 2
+        return xp.matmul(xp.permute_dims(gg, (*range(nd), nd + 1, nd)), rr)
 
     def _gather(self, table: Any, s: Any, index: Any) -> tuple[Any, Any]:
         """Coefficients (..., 6, width) of each entry's interval and t = s - x_l (...)."""

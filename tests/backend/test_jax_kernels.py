@@ -7,81 +7,131 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
+from reference_data import FIXTURES, fixture_frames  # noqa: E402
+
+from polypot import DeepPot  # noqa: E402
 from polypot.backend.jax import JaxBackend  # noqa: E402  (registers the kernels)
-from polypot.backend.jax_kernels import CHUNK_PAIRS, tabulated_contract  # noqa: E402
+from polypot.backend.jax_kernels import (  # noqa: E402
+    CHUNK_PAIRS,
+    tabulated_contract,
+    tabulated_contract_typed,
+)
+from polypot.cli.compress import compress_file  # noqa: E402
 from polypot.model.compress import Tabulation  # noqa: E402
 
 jnp = JaxBackend().namespace()
 SPEC = Tabulation(lower=-1.0, upper=2.0, stride0=0.05, stride1=0.5, n0=60, n1=8, ntab=3,
                   width=7)
+NNEI = 5
 
 
-def _inputs(nrow: int, nnei: int = 5, seed: int = 0):
+def _inputs(nrow: int, seed: int = 0):
+    """table, s, rr, index, type table, type index, weight: s below the table, in its fine and
+    coarse parts and beyond its top (where G is held constant)."""
     rng = np.random.default_rng(seed)
-    table = rng.normal(size=(SPEC.ntab, SPEC.nint, 6 * SPEC.width))
-    # below the table, in the fine and coarse parts, and beyond its top (G held constant)
-    s = rng.uniform(SPEC.lower - 0.5, SPEC.top + 1.0, size=(2, nrow, nnei))
-    rr = rng.normal(size=(2, nrow, nnei, 4))
-    index = rng.integers(0, SPEC.ntab, size=(2, nrow, nnei))
-    return jnp.asarray(table), jnp.asarray(s), jnp.asarray(rr), jnp.asarray(index)
+    shape = (2, nrow, NNEI)
+    return (jnp.asarray(rng.normal(size=(SPEC.ntab, SPEC.nint, 6 * SPEC.width))),
+            jnp.asarray(rng.uniform(SPEC.lower - 0.5, SPEC.top + 1.0, size=shape)),
+            jnp.asarray(rng.normal(size=(*shape, 4))),
+            jnp.asarray(rng.integers(0, SPEC.ntab, size=shape)),
+            jnp.asarray(rng.normal(size=(4, SPEC.width))),
+            jnp.asarray(rng.integers(0, 4, size=shape)),
+            jnp.asarray(rng.uniform(0.0, 1.0, size=shape)))
 
 
-def _loss(contract):
-    def loss(s, rr, table, index):  # a nonlinear scalar of the contraction, like a fitting net
-        return jnp.sum(jnp.tanh(contract(table, s, rr, index)) ** 2)
+# kernel name -> (kernel, reference); each is f(s, rr, w, data) -> (2, nrow, width, 4)
+CASES = {
+    "plain": (lambda s, rr, w, d: tabulated_contract(SPEC, d[0], s, rr, d[3]),
+              lambda s, rr, w, d: SPEC.contract_reference(d[0], s, rr, d[3])),
+    "typed": (lambda s, rr, w, d: tabulated_contract_typed(SPEC, d[0], s, rr, d[4], d[5], w),
+              lambda s, rr, w, d: SPEC.contract_typed_reference(d[0], s, rr, d[4], d[5], w)),
+    "typed-unweighted": (
+        lambda s, rr, w, d: tabulated_contract_typed(SPEC, d[0], s, rr, d[4], d[5]),
+        lambda s, rr, w, d: SPEC.contract_typed_reference(d[0], s, rr, d[4], d[5])),
+}
+
+
+def _loss(f, d):
+    def loss(s, rr, w):  # a nonlinear scalar of the contraction, like a fitting net
+        return jnp.sum(jnp.tanh(f(s, rr, w, d)) ** 2)
     return loss
 
 
-KERNEL = _loss(lambda *a: tabulated_contract(SPEC, *a))
-REFERENCE = _loss(SPEC.contract_reference)
-
-
-@pytest.mark.parametrize("nrow", [1, 3, CHUNK_PAIRS // 5 + 7])  # one chunk, padding, several
-def test_value_and_gradient_equal_reference(nrow):
-    table, s, rr, index = _inputs(nrow)
-    got = tabulated_contract(SPEC, table, s, rr, index)
-    want = SPEC.contract_reference(table, s, rr, index)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("nrow", [1, 3, CHUNK_PAIRS // NNEI + 7])  # one chunk, padding, several
+def test_value_and_gradient_equal_reference(case, nrow):
+    d = _inputs(nrow)
+    s, rr, w = d[1], d[2], d[6]
+    kernel, reference = CASES[case]
+    got, want = kernel(s, rr, w, d), reference(s, rr, w, d)
     assert got.shape == (2, nrow, SPEC.width, 4)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    gk = jax.grad(KERNEL, argnums=(0, 1))(s, rr, table, index)
-    gr = jax.grad(REFERENCE, argnums=(0, 1))(s, rr, table, index)
-    for a, b in zip(gk, gr, strict=True):
+    gk = jax.grad(_loss(kernel, d), argnums=(0, 1, 2))(s, rr, w)
+    gr = jax.grad(_loss(reference, d), argnums=(0, 1, 2))(s, rr, w)
+    compared = 3 if case == "typed" else 2  # the others take no weight
+    for a, b in zip(gk[:compared], gr[:compared], strict=True):
         assert float(jnp.max(jnp.abs(b))) > 1e-3  # a gradient that is there to compare
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11)
 
 
-def test_second_derivative_equals_reference():
-    """Forward over reverse (what JaxBackend.hessian does) through the hand-written VJP."""
-    table, s, rr, index = _inputs(4)
-    ts, trr = jnp.ones_like(s) * 0.3, jnp.asarray(np.random.default_rng(1).normal(size=rr.shape))
+@pytest.mark.parametrize("case", CASES)
+def test_second_derivative_equals_reference(case):
+    """Forward over reverse (what JaxBackend.hessian does) through the hand-written VJPs."""
+    d = _inputs(4)
+    s, rr, w = d[1], d[2], d[6]
+    rng = np.random.default_rng(1)
+    tangents = tuple(jnp.asarray(rng.normal(size=x.shape)) for x in (s, rr, w))
 
-    def hvp(loss):
-        grad = jax.grad(loss, argnums=(0, 1))
-        return jax.jvp(lambda a, b: grad(a, b, table, index), (s, rr), (ts, trr))[1]
+    def hvp(f):
+        grad = jax.grad(_loss(f, d), argnums=(0, 1, 2))
+        return jax.jvp(grad, (s, rr, w), tangents)[1]
 
-    for a, b in zip(hvp(KERNEL), hvp(REFERENCE), strict=True):
+    kernel, reference = CASES[case]
+    for a, b in zip(hvp(kernel), hvp(reference), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
 def test_wrong_derivative_would_be_caught():
-    """Negative control: dropping the dG/ds term changes the gradient the test compares."""
-    table, s, rr, index = _inputs(3)
-    gk = jax.grad(KERNEL, argnums=0)(s, rr, table, index)
-    frozen = jax.grad(_loss(lambda t, s_, r, i: SPEC.contract_reference(
-        t, jax.lax.stop_gradient(s_), r, i)), argnums=0)(s, rr, table, index)
+    """Negative control: without the dG/ds term the s-gradient differs from the kernel's."""
+    d = _inputs(3)
+    s, rr, w = d[1], d[2], d[6]
+    kernel, reference = CASES["plain"]
+    gk = jax.grad(_loss(kernel, d), argnums=0)(s, rr, w)
+    frozen = jax.grad(_loss(lambda s_, *a: reference(jax.lax.stop_gradient(s_), *a), d),
+                      argnums=0)(s, rr, w)
     assert float(jnp.max(jnp.abs(gk - frozen))) > 1e-3
 
 
-def test_symbolic_row_count_exports():
+@pytest.mark.parametrize("case", CASES)
+def test_symbolic_row_count_exports(case):
     """Chunking with a symbolic atom count (the shape of a frozen .hlo program)."""
-    table, s, rr, index = _inputs(3)
+    d = _inputs(3)
+    kernel, reference = CASES[case]
+
+    def data(s_, r, w_, idx, tidx):  # d with its per-pair arrays replaced
+        return (d[0], s_, r, idx, d[4], tidx, w_)
+
     nloc, = jax.export.symbolic_shape("nloc")
-    f = jax.jit(lambda s_, r, i: tabulated_contract(SPEC, table, s_, r, i))
-    exp = jax.export.export(f)(jax.ShapeDtypeStruct((2, nloc, 5), s.dtype),
-                               jax.ShapeDtypeStruct((2, nloc, 5, 4), rr.dtype),
-                               jax.ShapeDtypeStruct((2, nloc, 5), index.dtype))
+    f = jax.jit(lambda *a: kernel(*a[:3], data(*a)))
+    pair = lambda dt: jax.ShapeDtypeStruct((2, nloc, NNEI), dt)  # noqa: E731
+    exp = jax.export.export(f)(pair(d[1].dtype), jax.ShapeDtypeStruct((2, nloc, NNEI, 4),
+                                                                      d[2].dtype),
+                               pair(d[6].dtype), pair(d[3].dtype), pair(d[5].dtype))
     for n in (1, 3):
-        np.testing.assert_allclose(exp.call(s[:, :n], rr[:, :n], index[:, :n]),
-                                   SPEC.contract_reference(table, s[:, :n], rr[:, :n],
-                                                           index[:, :n]), rtol=1e-12,
-                                   atol=1e-12)
+        args = tuple(x[:, :n] for x in (d[1], d[2], d[6], d[3], d[5]))
+        want = reference(*args[:3], data(*args))
+        np.testing.assert_allclose(exp.call(*args), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0", "se_atten_v2_l0"])
+def test_compressed_fixture_models_equal_reference_code(name, tmp_path, monkeypatch):
+    """DeePMD-kit's fixtures compressed (concat and strip tables) on the JAX backend: the
+    kernels give the reference code's energy, forces, virial and atomic virial."""
+    path = tmp_path / "c.dp"
+    compress_file(FIXTURES / name / "model.dp", path)
+    coord, cell, atype = fixture_frames(name, "periodic")
+    got = DeepPot(path, backend="jax").eval(coord[:1], cell[:1], atype, atomic=True)
+    monkeypatch.setenv("POLYPOT_NO_KERNELS", "1")
+    want = DeepPot(path, backend="jax").eval(coord[:1], cell[:1], atype, atomic=True)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-10 * max(1.0, float(np.max(np.abs(w)))))

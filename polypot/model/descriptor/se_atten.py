@@ -179,6 +179,14 @@ class DescrptSeAtten:
                                         (nf, nloc, nnei, self.tebd_dim))
                 parts.append(emb_i)
             gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
+        elif self.compress is not None and self.attn_layer == 0:
+            # strip: G = G_s(s) (1 + w G_t[type pair]) straight from the tables
+            ntp = table.shape[0]
+            idx = tj if self.type_one_side else atype[:, :, None] * ntp + tj
+            w = sw[..., 0] if self.smooth_type_embedding else None
+            gr = self.compress.contract_typed(p["compress"]["table"], ss[..., 0], rr,
+                                              p["compress"]["type_table"], idx, w)
+            gr = xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
         else:
             ntp = table.shape[0]
             if self.compress is None:
