@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import find_kernel
 from .array_api import namespace, to_numpy
 from .env_mat import pair_exclude_mask
 from .errors import ModelFormatError, check_class, check_version
@@ -69,8 +70,21 @@ class DPAtomicModel:
             keep = pair_exclude_mask(xp, self.ntypes, self.pair_exclude_types, atype_ext, nlist)
             nlist = xp.where(keep, nlist, xp.full_like(nlist, -1))
         atype = atype_ext[:, :nloc]
-        d = self.descriptor(p["descriptor"], coord_ext, atype_ext, nlist, mapping)
-        e = self.fitting(p["fitting"], d, atype)
+
+        # atom-local descriptors may be evaluated chunk by chunk of centre atoms by a backend
+        # kernel (polypot.kernels); message passing (DPA-2) needs the whole system at once
+        chunks = None if getattr(self.descriptor, "message_passing", False) else find_kernel(
+            "centre_chunks", xp)
+
+        def energies(coord: Any, types: Any, nl: Any) -> Any:
+            d = self.descriptor(p["descriptor"], coord, types, nl,
+                                mapping if chunks is None else None)
+            return self.fitting(p["fitting"], d, types[:, :nl.shape[1]])
+
+        if chunks is None:
+            e = energies(coord_ext, atype_ext, nlist)
+        else:
+            e = chunks(energies, coord_ext, atype_ext, nlist)
         nf = atype.shape[0]
         bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),
                           (nf, nloc, 1))
