@@ -55,19 +55,11 @@ def _per_chunk(nnei: int, pairs: int = CHUNK_PAIRS) -> int:
 
 
 def _interval(spec: Any, s: Any, index: Any) -> tuple[Any, Any, Any]:
-    """Table row (rows, nnei), local variable t = s - x_l and dt/ds (1 inside the table's
-    range, 0 where G is held constant), as in ``Tabulation._gather``."""
-    sc = jnp.clip(s, spec.lower, spec.top)
-    fine = sc < spec.upper
-    u0 = jnp.clip((sc - spec.lower) / spec.stride0, 0.0, float(spec.n0 - 1))
-    u1 = jnp.clip((sc - spec.upper) / spec.stride1, 0.0, float(spec.n1 - 1))
-    i0 = u0.astype(index.dtype)
-    i1 = u1.astype(index.dtype)
-    start = jnp.where(fine, spec.lower + i0.astype(s.dtype) * spec.stride0,
-                      spec.upper + i1.astype(s.dtype) * spec.stride1)
-    row = jnp.where(fine, i0, i1 + spec.n0) + index * spec.nint
+    """``spec.interval`` (table row, t = s - x_l) and dt/ds: 1 inside the table's range, 0 where
+    G is held constant."""
+    row, t = spec.interval(s, index)
     inside = ((s > spec.lower) & (s < spec.top)).astype(s.dtype)
-    return row, sc - start, inside
+    return row, t, inside
 
 
 def _coefficients(spec: Any, table: Any) -> list[Any]:

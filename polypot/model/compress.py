@@ -166,11 +166,10 @@ class Tabulation:
         nd = gg.ndim - 2
         return xp.matmul(xp.permute_dims(gg, (*range(nd), nd + 1, nd)), rr)
 
-    def _gather(self, table: Any, s: Any, index: Any) -> tuple[Any, Any]:
-        """Coefficients (..., 6, width) of each entry's interval and t = s - x_l (...)."""
+    def interval(self, s: Any, index: Any = None) -> tuple[Any, Any]:
+        """Table row (...) of each entry (its interval, offset by ``index`` tables) and the local
+        variable t = s - x_l (...), s clipped to [lower, top]."""
         xp = namespace(s)
-        m = self.width
-        flat = xp.reshape(table, (self.ntab * self.nint, NCOEF * m))
         sc = xp.clip(s, self.lower, self.top)
         fine = sc < self.upper
         u0 = xp.clip((sc - self.lower) / self.stride0, 0.0, float(self.n0 - 1))
@@ -182,9 +181,16 @@ class Tabulation:
         row = xp.where(fine, i0, i1 + self.n0)
         if index is not None:
             row = row + index * self.nint
-        lead = tuple(s.shape)
-        c = xp.reshape(xp.take(flat, xp.reshape(row, (-1,)), axis=0), (*lead, NCOEF, m))
-        return c, sc - start
+        return row, sc - start
+
+    def _gather(self, table: Any, s: Any, index: Any) -> tuple[Any, Any]:
+        """Coefficients (..., 6, width) of each entry's interval and t = s - x_l (...)."""
+        xp = namespace(s)
+        m = self.width
+        flat = xp.reshape(table, (self.ntab * self.nint, NCOEF * m))
+        row, t = self.interval(s, index)
+        c = xp.reshape(xp.take(flat, xp.reshape(row, (-1,)), axis=0), (*tuple(s.shape), NCOEF, m))
+        return c, t
 
     # ---- files -----------------------------------------------------------------------------
     def serialize(self, p: Params) -> dict:

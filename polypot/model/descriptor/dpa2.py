@@ -283,7 +283,7 @@ class DescrptDPA2:
     repinit_compress: Tabulation | None = None
 
     mixed_types = True
-    message_passing = True  # features travel between atoms: no chunking by centre atom
+    message_passing = True  # needs ``mapping``: features move to ghost atoms between layers
 
     def __post_init__(self) -> None:
         ri, rf = self.repinit, self.repformer

@@ -179,8 +179,8 @@ class DescrptSeAtten:
                                         (nf, nloc, nnei, self.tebd_dim))
                 parts.append(emb_i)
             gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
-        elif self.compress is not None and self.attn_layer == 0:
-            # strip: G = G_s(s) (1 + w G_t[type pair]) straight from the tables
+        elif self.compress is not None:  # strip (compressed models have no attention layers)
+            # G = G_s(s) (1 + w G_t[type pair]) straight from the tables
             ntp = table.shape[0]
             idx = tj if self.type_one_side else atype[:, :, None] * ntp + tj
             w = sw[..., 0] if self.smooth_type_embedding else None
@@ -189,12 +189,8 @@ class DescrptSeAtten:
             gr = xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
         else:
             ntp = table.shape[0]
-            if self.compress is None:
-                gg_s = self.embedding(p["embedding"], ss)
-                gt_table = self.strip_type_table(p, table, xp)
-            else:  # G_s from the table, G_t precomputed over type pairs
-                gg_s = self.compress(p["compress"]["table"], ss[..., 0])
-                gt_table = p["compress"]["type_table"]
+            gg_s = self.embedding(p["embedding"], ss)
+            gt_table = self.strip_type_table(p, table, xp)
             idx = tj if self.type_one_side else atype[:, :, None] * ntp + tj
             gg_t = xp.reshape(xp.take(gt_table, xp.reshape(idx, (-1,)), axis=0),
                               (nf, nloc, nnei, ng))
