@@ -14,6 +14,14 @@ written by hand (``custom_vjp``) from G and dG/ds recomputed chunk by chunk:
 The tables are constants of inference: no cotangent flows to them (compressed models are not
 trained; ``--init-model``/``--finetune`` refuse them). Second derivatives (Hessians) work:
 the backward pass is ordinary JAX code.
+
+``centre_chunks`` (atom-local models, and DPA-2's repinit stage) and ``row_chunks`` (each DPA-2
+repformer layer) evaluate the model chunk by chunk of centre atoms, each chunk rematerialised in
+the backward pass (``jax.checkpoint``): peak memory follows the chunk, not the system, and the
+working set of a chunk stays in cache. Chunk sizes, in (centre, neighbour) pairs:
+``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048);
+smaller values lower the memory further (read when a model is traced, i.e. at freeze time for
+``.hlo`` files).
 """
 
 from __future__ import annotations
@@ -31,8 +39,14 @@ from ..kernels import register_kernel
 #: in the L2/L3 caches of a CPU
 CHUNK_PAIRS = 2048
 #: (centre, neighbour) pairs per chunk of ``centre_chunks`` (whole descriptor + fitting net per
-#: chunk; measured on 2 cores: 2048-8192 all beat the unchunked program, 16384+ are slower)
-CENTRE_CHUNK_PAIRS = 4096
+#: chunk; measured on 2 cores: 2048-8192 all beat the unchunked program, 16384+ are slower).
+#: Override with POLYPOT_CENTRE_CHUNK_PAIRS
+CENTRE_CHUNK_PAIRS = int(os.environ.get("POLYPOT_CENTRE_CHUNK_PAIRS", "4096"))
+#: (centre, neighbour) pairs per chunk of a message-passing layer (``row_chunks``); its peak
+#: memory is about this times the layer's per-pair intermediates, whatever the system size
+#: (DPA-2 medium, 1536 atoms, 2 cores: 1024-2048 pairs 5.9 s/step, 8192 6.8 s, 32768 8.7 s).
+#: Override with POLYPOT_ROW_CHUNK_PAIRS (smaller: less memory)
+ROW_CHUNK_PAIRS = int(os.environ.get("POLYPOT_ROW_CHUNK_PAIRS", "2048"))
 NCOEF = 6
 
 
@@ -208,11 +222,13 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
     backward pass (``jax.checkpoint``), so no per-pair intermediate of the whole system is
     stored and memory stays proportional to the chunk, not to the system."""
     nf, nloc, nnei = nlist.shape
+    ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
+    if isinstance(nf, int) and isinstance(nloc, int) and nf * nloc <= ch:
+        return fn(coord_ext, atype_ext, nlist)  # one chunk: the whole system as it is
     rows = nlist.reshape(-1, nnei)
     # broadcasts, not repeat/tile: nf and nloc may be symbolic (jax.export)
     frame = jnp.broadcast_to(jnp.arange(nf)[:, None], (nf, nloc)).reshape(-1)
     centre = jnp.broadcast_to(jnp.arange(nloc)[None, :], (nf, nloc)).reshape(-1)
-    ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
     local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
 
     def chunk(fr: Any, ce: Any, nl1: Any) -> Any:
@@ -230,6 +246,34 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
     return out.reshape(nf, nloc, *out.shape[1:])
 
 
-# opt-in until the whole suite (training, Hessians) has run with it: POLYPOT_CENTRE_CHUNKS=1
-if os.environ.get("POLYPOT_CENTRE_CHUNKS", "") not in ("", "0"):
-    register_kernel("centre_chunks", "jax.numpy", centre_chunks)
+# ---- message-passing layers in chunks of centre rows ------------------------------------------
+def row_chunks(fn: Any, shared: tuple, rows: tuple, nnei: int) -> Any:
+    """``fn(*shared, *rows_chunk)`` over chunks of the centre axis (1) of ``rows``
+    (nf, nloc, ...), outputs (pytree of (nf, nloc, ...)) concatenated.
+
+    For a layer whose update of a centre row needs only that row and the ``shared`` arrays
+    (a DPA-2 repformer layer: its rows and the extended g1). Each chunk of about
+    ``ROW_CHUNK_PAIRS`` (centre, neighbour) pairs is rematerialised in the backward pass
+    (``jax.checkpoint``), so the layer's per-pair intermediates (attention maps, gathered
+    neighbour features) exist for one chunk at a time; only the layer's inputs are kept."""
+    nf, n = rows[0].shape[:2]
+    ch = _per_chunk(nnei, ROW_CHUNK_PAIRS)
+    if isinstance(n, int) and n <= ch:
+        return fn(*shared, *rows)
+    k = (n + ch - 1) // ch
+
+    def split(a: Any) -> Any:  # (nf, n, ...) -> (k, nf, ch, ...), zero rows pad the last chunk
+        a = jnp.concatenate([a, jnp.zeros((nf, k * ch - n, *a.shape[2:]), a.dtype)], axis=1)
+        return jnp.moveaxis(a.reshape(nf, k, ch, *a.shape[2:]), 1, 0)
+
+    def join(o: Any) -> Any:  # (k, nf, ch, ...) -> (nf, n, ...)
+        return jnp.moveaxis(o, 0, 1).reshape(nf, k * ch, *o.shape[3:])[:, :n]
+
+    chunk = jax.checkpoint(lambda xs: fn(*shared, *xs))
+    return jax.tree.map(join, jax.lax.map(chunk, [split(a) for a in rows]))
+
+
+register_kernel("row_chunks", "jax.numpy", row_chunks)
+
+
+register_kernel("centre_chunks", "jax.numpy", centre_chunks)

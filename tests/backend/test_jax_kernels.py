@@ -137,17 +137,27 @@ def test_compressed_fixture_models_equal_reference_code(name, tmp_path, monkeypa
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-10 * max(1.0, float(np.max(np.abs(w)))))
 
 
-@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l2"])
-def test_centre_chunks_equal_reference_code(name, monkeypatch):
-    """Two frames with padding atoms, more centres than one chunk holds (the last chunk padded):
-    energy, forces, virials and atomic virials as from the whole-system program."""
+def _small_chunks(monkeypatch, rows: int, nnei: int) -> None:
+    """Both chunk kernels on, with ``rows`` atoms per chunk (``nnei``: the neighbour list's
+    width; 48: the repformer's of the dpa2 fixture)."""
     import polypot.backend.jax_kernels as kernels
     import polypot.kernels
 
+    monkeypatch.setattr(kernels, "CENTRE_CHUNK_PAIRS", rows * nnei)
+    monkeypatch.setattr(kernels, "ROW_CHUNK_PAIRS", rows * 48)
+    for name in ("centre_chunks", "row_chunks"):
+        monkeypatch.setitem(polypot.kernels._KERNELS, (name, "jax.numpy"),
+                            getattr(kernels, name))
+
+
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l2", "dpa2"])
+def test_chunk_kernels_equal_reference_code(name, monkeypatch):
+    """Two frames with padding atoms, more centres than one chunk holds (the last chunk padded):
+    energy, forces, virials and atomic virials as from the whole-system program (DPA-2: its
+    repinit stage in centre chunks, each repformer layer in row chunks)."""
+    import polypot.backend.jax_kernels as kernels
+
     coord, cell, atype = fixture_frames(name, "periodic")
-    monkeypatch.setattr(kernels, "CENTRE_CHUNK_PAIRS", 7 * len(atype))  # a few atoms per chunk
-    monkeypatch.setitem(polypot.kernels._KERNELS, ("centre_chunks", "jax.numpy"),
-                        kernels.centre_chunks)
     runner = DeepPot(FIXTURES / name / "model.dp", backend="jax")
     # frame 0 and a shifted copy (frame 1 of se_atten_l2 is ill-conditioned: a neighbour 1e-4 Å
     # inside rcut, where any re-association of its attention moves forces by 1e-5; issue 3)
@@ -156,7 +166,9 @@ def test_centre_chunks_equal_reference_code(name, monkeypatch):
     pad = [(0, 0), (0, 3)]  # three padding atoms (type -1) at the end of the extended system
     nd = type(nd)(np.pad(nd.coord, pad + [(0, 0)]), np.pad(nd.atype, pad, constant_values=-1),
                   np.pad(nd.mapping, pad), nd.nlist, nd.overflow, nd.nloc)
+    _small_chunks(monkeypatch, 7, nd.nlist.shape[-1])  # the last chunk padded
     assert nd.nloc % kernels._per_chunk(nd.nlist.shape[-1], kernels.CENTRE_CHUNK_PAIRS) != 0
+    assert nd.nloc % kernels._per_chunk(48, kernels.ROW_CHUNK_PAIRS) != 0
     got = runner._runner.run(nd, forces=True, atomic=True)
     monkeypatch.setenv("POLYPOT_NO_KERNELS", "1")
     want = DeepPot(FIXTURES / name / "model.dp", backend="jax")._runner.run(nd, forces=True,
@@ -164,3 +176,17 @@ def test_centre_chunks_equal_reference_code(name, monkeypatch):
     for key, w in want.items():
         np.testing.assert_allclose(got[key], w, rtol=0,
                                    atol=1e-10 * max(1.0, float(np.max(np.abs(w)))), err_msg=key)
+
+
+def test_dpa2_chunk_kernels_hessian_equals_reference_code(monkeypatch):
+    """Second derivatives (forward over reverse) pass through the rematerialised chunks: the
+    DPA-2 Hessian of the fixture's cluster (36 atoms, 5 per chunk) equals the whole-system one."""
+    coord, cell, atype = fixture_frames("dpa2", "cluster")
+    runner = DeepPot(FIXTURES / "dpa2" / "model.dp", backend="jax")
+    nd = runner.neighbor_data(coord[:1], None, atype)
+    _small_chunks(monkeypatch, 5, nd.nlist.shape[-1])
+    got = runner._runner.hessian(nd)
+    monkeypatch.setenv("POLYPOT_NO_KERNELS", "1")
+    want = DeepPot(FIXTURES / "dpa2" / "model.dp", backend="jax")._runner.hessian(nd)
+    assert np.max(np.abs(want)) > 1e-3
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * float(np.max(np.abs(want))))

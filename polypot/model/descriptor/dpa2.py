@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ...kernels import find_kernel
 from ..array_api import gather_neighbors, namespace, safe_norm, to_numpy
 from ..compress import Tabulation
 from ..env_mat import EnvMat, pair_exclude_mask
@@ -216,8 +217,18 @@ class RepformerBlock:
         else:
             g2, h2 = rr[..., :1], rr[..., 1:]
         g2 = activation(act, self.g2_embd(p["g2_embd"], g2))
+        # a backend may run each layer chunk by chunk of centre rows (polypot.kernels): the
+        # update of a row needs only that row and the extended g1
+        rows = find_kernel("row_chunks", xp)
         for layer, lp in zip(self.layers, p["layers"], strict=True):
-            g1, g2, h2 = layer(lp, to_extended(xp, g1, mapping), g2, h2, safe, mask, sw)
+            g1_ext = to_extended(xp, g1, mapping)
+            if rows is None:
+                g1, g2, h2 = layer(lp, g1_ext, g2, h2, safe, mask, sw)
+            else:
+                g1, g2, h2 = rows(
+                    lambda ge, g, g_2, h, nl, m, s, lp=lp, layer=layer: layer(
+                        lp, ge, g_2, h, nl, m, s, g1=g),
+                    (g1_ext,), (g1, g2, h2, safe, mask, sw), self.nnei)
         return g1
 
     def serialize(self, p: Params) -> dict:
@@ -416,6 +427,36 @@ class DescrptDPA2:
                 raise ModelFormatError("dpa2 needs 'mapping' when there are ghost atoms")
             mapping = xp.broadcast_to(xp.arange(nloc, dtype=nlist.dtype)[None, :], (nf, nloc))
         table = self.type_embedding(p["type_embedding"], xp)
+        # the repinit stage is atom-local: a backend may run it chunk by chunk of centre atoms
+        chunks = find_kernel("centre_chunks", xp)
+
+        def stage(coord: Any, atype: Any, nl: Any) -> Any:
+            return self._repinit_stage(p, table, coord, atype, nl)
+
+        if chunks is None:
+            g1 = stage(coord_ext, atype_ext, nlist)
+        else:
+            g1 = chunks(stage, coord_ext, atype_ext, nlist)
+        rf = self.repformer
+        nl = sub_nlist(xp, coord_ext, nlist, rf.rcut, rf.nsel)
+        g1 = self.repformer_block(p["repformer"], coord_ext, atype_ext, nl, g1, mapping)
+        if self.concat_output_tebd:
+            g1 = xp.concat([g1, self._tebd(table, atype_ext[:, :nloc])], axis=-1)
+        return g1
+
+    def _tebd(self, table: Any, atype: Any) -> Any:
+        """Type embedding (nf, nloc, tebd_dim) of the local atoms' types atype (nf, nloc)."""
+        xp = namespace(table)
+        nf, nloc = atype.shape
+        return xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
+                          (nf, nloc, self.tebd_dim))
+
+    def _repinit_stage(self, p: Params, table: Any, coord_ext: Any, atype_ext: Any,
+                       nlist: Any) -> Any:
+        """g1 (nf, nloc, g1_dim) entering the repformer: repinit (+ three-body) output, shape
+        transform and type-embedding term; depends only on each atom's own neighbours."""
+        xp = namespace(coord_ext)
+        nloc = nlist.shape[1]
         ri = self.repinit
         nl = sub_nlist(xp, coord_ext, nlist, ri.rcut, ri.nsel)
         g1 = self.repinit_block.block(p["repinit"], coord_ext, atype_ext, nl, table)
@@ -425,16 +466,9 @@ class DescrptDPA2:
             g1 = xp.concat([g1, tb(p["three_body"], coord_ext, atype_ext, nl3, table)], axis=-1)
         if self.g1_shape_tranform is not None:
             g1 = self.g1_shape_tranform(p["g1_shape_tranform"], g1)
-        atype = atype_ext[:, :nloc]
-        tebd = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
-                          (nf, nloc, self.tebd_dim))
         if self.tebd_transform is not None:
-            g1 = g1 + self.tebd_transform(p["tebd_transform"], tebd)
-        rf = self.repformer
-        nl = sub_nlist(xp, coord_ext, nlist, rf.rcut, rf.nsel)
-        g1 = self.repformer_block(p["repformer"], coord_ext, atype_ext, nl, g1, mapping)
-        if self.concat_output_tebd:
-            g1 = xp.concat([g1, tebd], axis=-1)
+            g1 = g1 + self.tebd_transform(p["tebd_transform"],
+                                          self._tebd(table, atype_ext[:, :nloc]))
         return g1
 
     # ---- files -------------------------------------------------------------------------------

@@ -298,13 +298,18 @@ class RepformerLayer:
         return out
 
     def __call__(self, p: Params, g1_ext: Any, g2: Any, h2: Any, nlist: Any, mask: Any,
-                 sw: Any) -> tuple[Any, Any, Any]:
+                 sw: Any, g1: Any = None) -> tuple[Any, Any, Any]:
         """g1_ext (nf, nall, g1_dim); g2 (nf, nloc, nnei, g2_dim); h2 (.., 3); nlist with empty
-        slots pointing at atom 0; mask (nf, nloc, nnei) real slots; sw (nf, nloc, nnei)."""
+        slots pointing at atom 0; mask (nf, nloc, nnei) real slots; sw (nf, nloc, nnei).
+
+        The update of each centre row uses only that row and ``g1_ext``, so the rows may be any
+        subset of the local atoms (a chunk), with ``g1`` their own features (default: the first
+        nloc rows of ``g1_ext``, i.e. all local atoms)."""
         xp = namespace(g2)
         nloc = g2.shape[1]
         pr = self.precision
-        g1 = g1_ext[:, :nloc, :]
+        if g1 is None:
+            g1 = g1_ext[:, :nloc, :]
         g1_terms, g2_terms, h2_terms = [g1], [g2], [h2]
         mlp_in = [] if self.g1_out_mlp else [g1]
         if self.g1_out_mlp:
