@@ -72,9 +72,12 @@ class DPAtomicModel:
         atype = atype_ext[:, :nloc]
 
         # atom-local descriptors may be evaluated chunk by chunk of centre atoms by a backend
-        # kernel (polypot.kernels); message passing (DPA-2) needs the whole system at once
-        chunks = None if getattr(self.descriptor, "message_passing", False) else find_kernel(
-            "centre_chunks", xp)
+        # kernel (polypot.kernels); message passing (DPA-2) needs the whole system at once, and
+        # compressed descriptors are chunked already by their table kernel (chunking them twice
+        # doubled the time per step)
+        whole = (getattr(self.descriptor, "message_passing", False)
+                 or getattr(self.descriptor, "compress", None) is not None)
+        chunks = None if whole else find_kernel("centre_chunks", xp)
 
         def energies(coord: Any, types: Any, nl: Any) -> Any:
             d = self.descriptor(p["descriptor"], coord, types, nl,

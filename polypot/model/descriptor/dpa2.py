@@ -428,7 +428,8 @@ class DescrptDPA2:
             mapping = xp.broadcast_to(xp.arange(nloc, dtype=nlist.dtype)[None, :], (nf, nloc))
         table = self.type_embedding(p["type_embedding"], xp)
         # the repinit stage is atom-local: a backend may run it chunk by chunk of centre atoms
-        chunks = find_kernel("centre_chunks", xp)
+        # (not a compressed one: its table kernel is chunked already)
+        chunks = None if self.repinit_compress is not None else find_kernel("centre_chunks", xp)
 
         def stage(coord: Any, atype: Any, nl: Any) -> Any:
             return self._repinit_stage(p, table, coord, atype, nl)
