@@ -212,7 +212,7 @@ register_kernel("tabulated_contract_typed", "jax.numpy", tabulated_contract_type
 
 
 # ---- atom-local models in chunks of centre atoms -----------------------------------------------
-def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
+def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int) -> Any:
     """``fn(coord, atype, nlist) -> (1, n, k)`` over chunks of centre atoms, (nf, nloc, k).
 
     For models whose atomic energy depends only on the atom's own neighbours (every descriptor
@@ -220,30 +220,73 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any) -> Any:
     small extended system, centres first then their neighbours' copies, with the neighbour list
     renumbered into it, so ``fn`` is the model's own code; the chunk is rematerialised in the
     backward pass (``jax.checkpoint``), so no per-pair intermediate of the whole system is
-    stored and memory stays proportional to the chunk, not to the system."""
+    stored and memory stays proportional to the chunk, not to the system.
+
+    The centres are grouped by type (``ntypes`` types, 0 <= atype), each type starting a new
+    chunk, so all centres of a chunk share one type and per-type networks run as one dense
+    product per chunk (``uniform_type_params``); the rows that pad a type's last chunk are
+    centres of that type with empty neighbour lists."""
     nf, nloc, nnei = nlist.shape
     ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
     if isinstance(nf, int) and isinstance(nloc, int) and nf * nloc <= ch:
         return fn(coord_ext, atype_ext, nlist)  # one chunk: the whole system as it is
-    rows = nlist.reshape(-1, nnei)
+    n = nf * nloc
     # broadcasts, not repeat/tile: nf and nloc may be symbolic (jax.export)
     frame = jnp.broadcast_to(jnp.arange(nf)[:, None], (nf, nloc)).reshape(-1)
     centre = jnp.broadcast_to(jnp.arange(nloc)[None, :], (nf, nloc)).reshape(-1)
+    types = atype_ext[:, :nloc].reshape(-1)
+    order = jnp.argsort(types, stable=True)
+    sorted_types = types[order]
+    # slot of each sorted centre: every type's block starts on a chunk boundary
+    counts = jnp.sum(types[None, :] == jnp.arange(ntypes, dtype=types.dtype)[:, None], axis=1)
+    blocks = (counts + ch - 1) // ch * ch
+    slot = (jnp.arange(n) - (jnp.cumsum(counts) - counts)[sorted_types]
+            + (jnp.cumsum(blocks) - blocks)[sorted_types])
+    nslot = ((n + ch - 1) // ch + ntypes - 1) * ch  # enough for any split into types
+    slot_type = jnp.clip(jnp.sum(jnp.arange(nslot)[:, None] >= (jnp.cumsum(blocks) - blocks)
+                                 [None, :], axis=1) - 1, 0, ntypes - 1).astype(types.dtype)
+    zeros = jnp.zeros((nslot,), frame.dtype)
+    slot_frame = zeros.at[slot].set(frame[order])
+    slot_centre = zeros.at[slot].set(centre[order])
+    # neighbour lists + 1: the empty slots' zeros become empty lists (-1) in ``chunk``
+    slot_nl = jnp.zeros((nslot, nnei), nlist.dtype).at[slot].set(
+        nlist.reshape(-1, nnei)[order] + 1)
     local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
 
-    def chunk(fr: Any, ce: Any, nl1: Any) -> Any:
-        nl = nl1 - 1  # the rows that pad the last chunk (zeros) become empty lists (-1)
+    def chunk(fr: Any, ce: Any, nl1: Any, ty: Any) -> Any:
+        nl = nl1 - 1
         safe = jnp.where(nl >= 0, nl, 0)
         idx = jnp.concatenate([ce, safe.reshape(-1)])
         frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
         coord = coord_ext[frames, idx][None]
-        atype = atype_ext[frames, idx][None]
+        atype = atype_ext[frames, idx].at[:ch].set(ty)[None]  # empty slots: the chunk's type
         nl_c = jnp.where(nl >= 0, local, -1)[None]
         return fn(coord, atype, nl_c)[0]
 
     chunk = jax.checkpoint(chunk)
-    out = _chunked(chunk, ch, frame, centre, rows + 1)
+    _UNIFORM_TYPES.append(True)
+    try:
+        out = _chunked(chunk, ch, slot_frame, slot_centre, slot_nl, slot_type)
+    finally:
+        _UNIFORM_TYPES.pop()
+    out = out[slot][jnp.argsort(order)]
     return out.reshape(nf, nloc, *out.shape[1:])
+
+
+#: non-empty while ``centre_chunks`` traces a chunk, whose centres all share one type
+_UNIFORM_TYPES: list[bool] = []
+
+
+def uniform_type_params(ps: list, index: Any) -> Any:
+    """Inside a ``centre_chunks`` chunk, where every centre has the same type: the parameters
+    ``ps[t]`` of that type t (index (nf, n) the centres' types); elsewhere None."""
+    if not _UNIFORM_TYPES:
+        return None
+    t = index.reshape(-1)[0]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves)[t], *ps)
+
+
+register_kernel("uniform_type_params", "jax.numpy", uniform_type_params)
 
 
 # ---- message-passing layers in chunks of centre rows ------------------------------------------

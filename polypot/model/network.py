@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..kernels import find_kernel
 from .array_api import namespace, to_numpy
 from .errors import ModelFormatError, check_class, check_version
 from .precision import canonical, to_dtype
@@ -241,8 +242,14 @@ class EmbeddingNet:
         networks shaped like this one (parameters ``ps``) -> (nf, nloc, n, out_dim).
 
         Each atom's weights are gathered once, so every row passes through one network only
-        (instead of every network with the unwanted results masked away)."""
+        (instead of every network with the unwanted results masked away). Where the backend
+        vouches that all atoms have the same index (kernel ``uniform_type_params``, see
+        polypot.kernels), the rows go through that one network as a single dense product."""
         xp = namespace(x)
+        uniform = find_kernel("uniform_type_params", xp)
+        q = None if uniform is None else uniform(ps, index)
+        if q is not None:
+            return self(q, x)
         lead = tuple(index.shape)
         flat = xp.reshape(index, (-1,))
         # rows of a one-hot matrix pick the weights: a matmul (exact, as the other entries are

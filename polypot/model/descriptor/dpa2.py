@@ -437,7 +437,7 @@ class DescrptDPA2:
         if chunks is None:
             g1 = stage(coord_ext, atype_ext, nlist)
         else:
-            g1 = chunks(stage, coord_ext, atype_ext, nlist)
+            g1 = chunks(stage, coord_ext, atype_ext, nlist, self.ntypes)
         rf = self.repformer
         nl = sub_nlist(xp, coord_ext, nlist, rf.rcut, rf.nsel)
         g1 = self.repformer_block(p["repformer"], coord_ext, atype_ext, nl, g1, mapping)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ...kernels import find_kernel
 from ..array_api import namespace, to_numpy
 from ..errors import ModelFormatError, check_class, check_version
 from ..network import FittingNet, NetworkCollection, Params
@@ -55,6 +56,9 @@ class EnergyFitting:
             out = self.nets.net(())(self.nets.params(p["nets"], ()), descriptor)
             nf, nloc = atype.shape
             out = out + xp.reshape(xp.take(bias, xp.reshape(atype, (-1,)), axis=0), (nf, nloc, 1))
+        elif (q := self._uniform_params(p, atype)) is not None:
+            # every atom has the same type (vouched for by the backend): one net
+            out = self.nets.net((0,))(q["net"], descriptor) + q["bias"]
         else:
             out = xp.zeros((*atype.shape, 1), dtype=descriptor.dtype)
             for t in range(self.ntypes):
@@ -67,6 +71,16 @@ class EnergyFitting:
                 keep = keep & (atype != t)
             out = out * xp.astype(keep, out.dtype)[..., None]
         return out
+
+    def _uniform_params(self, p: Params, atype: Any) -> Params | None:
+        """{"net", "bias"} of the one type of every atom of ``atype``, where a backend kernel
+        (``uniform_type_params``, polypot.kernels) vouches that they share it; else None."""
+        uniform = find_kernel("uniform_type_params", namespace(atype))
+        nets = [self.nets.net((t,)) for t in range(self.ntypes)]
+        if uniform is None or any(n is None or n != nets[0] for n in nets):
+            return None
+        return uniform([{"net": self.nets.params(p["nets"], (t,)), "bias": p["bias_atom_e"][t, :]}
+                        for t in range(self.ntypes)], atype)
 
     def serialize(self, p: Params) -> dict:
         return {
