@@ -47,6 +47,12 @@ CENTRE_CHUNK_PAIRS = int(os.environ.get("POLYPOT_CENTRE_CHUNK_PAIRS", "4096"))
 #: (DPA-2 medium, 1536 atoms, 2 cores: 1024-2048 pairs 5.9 s/step, 8192 6.8 s, 32768 8.7 s).
 #: Override with POLYPOT_ROW_CHUNK_PAIRS (smaller: less memory)
 ROW_CHUNK_PAIRS = int(os.environ.get("POLYPOT_ROW_CHUNK_PAIRS", "2048"))
+#: systems of known size (training batches, models called directly) with at most this many
+#: (centre, neighbour) pairs are evaluated whole by ``centre_chunks`` and ``row_chunks``:
+#: rematerialised chunks pay for large systems, but second derivatives (the force loss of
+#: training) recompute every chunk again (water se_e2_a, batch 1 of 192 atoms: 0.31 s/step
+#: whole, 0.48 chunked). Frozen programs (symbolic sizes) always chunk.
+WHOLE_SYSTEM_PAIRS = 131072
 NCOEF = 6
 
 
@@ -61,6 +67,16 @@ def _chunked(fn: Any, ch: int, *arrays: Any) -> Any:
               .reshape(k, ch, *a.shape[1:]) for a in arrays]
     out = jax.lax.map(lambda xs: fn(*xs), padded)
     return jax.tree.map(lambda o: o.reshape(k * ch, *o.shape[2:])[:n], out)
+
+
+def _whole(*dims: Any) -> bool:
+    """True if the sizes ``dims`` are known and their product is at most WHOLE_SYSTEM_PAIRS."""
+    n = 1
+    for d in dims:
+        if not isinstance(d, int):
+            return False
+        n *= d
+    return n <= WHOLE_SYSTEM_PAIRS
 
 
 def _per_chunk(nnei: int, pairs: int = CHUNK_PAIRS) -> int:
@@ -228,8 +244,9 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     centres of that type with empty neighbour lists."""
     nf, nloc, nnei = nlist.shape
     ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
-    if isinstance(nf, int) and isinstance(nloc, int) and nf * nloc <= ch:
-        return fn(coord_ext, atype_ext, nlist)  # one chunk: the whole system as it is
+    if _whole(nf, nloc, nnei) or (isinstance(nf, int) and isinstance(nloc, int)
+                                  and nf * nloc <= ch):
+        return fn(coord_ext, atype_ext, nlist)  # the whole system as it is
     n = nf * nloc
     # broadcasts, not repeat/tile: nf and nloc may be symbolic (jax.export)
     frame = jnp.broadcast_to(jnp.arange(nf)[:, None], (nf, nloc)).reshape(-1)
@@ -301,7 +318,7 @@ def row_chunks(fn: Any, shared: tuple, rows: tuple, nnei: int) -> Any:
     neighbour features) exist for one chunk at a time; only the layer's inputs are kept."""
     nf, n = rows[0].shape[:2]
     ch = _per_chunk(nnei, ROW_CHUNK_PAIRS)
-    if isinstance(n, int) and n <= ch:
+    if _whole(nf, n, nnei) or (isinstance(n, int) and n <= ch):
         return fn(*shared, *rows)
     k = (n + ch - 1) // ch
 
