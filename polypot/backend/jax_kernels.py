@@ -20,8 +20,9 @@ repformer layer) evaluate the model chunk by chunk of centre atoms, each chunk r
 the backward pass (``jax.checkpoint``): peak memory follows the chunk, not the system, and the
 working set of a chunk stays in cache. Chunk sizes, in (centre, neighbour) pairs:
 ``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048);
-smaller values lower the memory further (read when a model is traced, i.e. at freeze time for
-``.hlo`` files).
+smaller values lower the memory further (read when this module is imported; they shape the
+program when a model is traced, i.e. at freeze time for ``.hlo`` files). Systems of known size
+up to ``WHOLE_SYSTEM_PAIRS`` stay whole.
 """
 
 from __future__ import annotations
