@@ -258,11 +258,11 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     # slot of each sorted centre: every type's block starts on a chunk boundary
     counts = jnp.sum(types[None, :] == jnp.arange(ntypes, dtype=types.dtype)[:, None], axis=1)
     blocks = (counts + ch - 1) // ch * ch
-    slot = (jnp.arange(n) - (jnp.cumsum(counts) - counts)[sorted_types]
-            + (jnp.cumsum(blocks) - blocks)[sorted_types])
+    block_start = jnp.cumsum(blocks) - blocks
+    slot = jnp.arange(n) - (jnp.cumsum(counts) - counts)[sorted_types] + block_start[sorted_types]
     nslot = ((n + ch - 1) // ch + ntypes - 1) * ch  # enough for any split into types
-    slot_type = jnp.clip(jnp.sum(jnp.arange(nslot)[:, None] >= (jnp.cumsum(blocks) - blocks)
-                                 [None, :], axis=1) - 1, 0, ntypes - 1).astype(types.dtype)
+    slot_type = jnp.clip(jnp.sum(jnp.arange(nslot)[:, None] >= block_start[None, :], axis=1) - 1,
+                         0, ntypes - 1).astype(types.dtype)
     zeros = jnp.zeros((nslot,), frame.dtype)
     slot_frame = zeros.at[slot].set(frame[order])
     slot_centre = zeros.at[slot].set(centre[order])
@@ -289,6 +289,9 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
         _UNIFORM_TYPES.pop()
     out = out[slot][jnp.argsort(order)]
     return out.reshape(nf, nloc, *out.shape[1:])
+
+
+register_kernel("centre_chunks", "jax.numpy", centre_chunks)
 
 
 #: non-empty while ``centre_chunks`` traces a chunk, whose centres all share one type
@@ -321,20 +324,13 @@ def row_chunks(fn: Any, shared: tuple, rows: tuple, nnei: int) -> Any:
     ch = _per_chunk(nnei, ROW_CHUNK_PAIRS)
     if _whole(nf, n, nnei) or (isinstance(n, int) and n <= ch):
         return fn(*shared, *rows)
-    k = (n + ch - 1) // ch
 
-    def split(a: Any) -> Any:  # (nf, n, ...) -> (k, nf, ch, ...), zero rows pad the last chunk
-        a = jnp.concatenate([a, jnp.zeros((nf, k * ch - n, *a.shape[2:]), a.dtype)], axis=1)
-        return jnp.moveaxis(a.reshape(nf, k, ch, *a.shape[2:]), 1, 0)
+    def chunk(*xs: Any) -> Any:  # centre axis first in and out, as ``_chunked`` cuts it
+        out = fn(*shared, *(jnp.moveaxis(x, 0, 1) for x in xs))
+        return jax.tree.map(lambda o: jnp.moveaxis(o, 1, 0), out)
 
-    def join(o: Any) -> Any:  # (k, nf, ch, ...) -> (nf, n, ...)
-        return jnp.moveaxis(o, 0, 1).reshape(nf, k * ch, *o.shape[3:])[:, :n]
-
-    chunk = jax.checkpoint(lambda xs: fn(*shared, *xs))
-    return jax.tree.map(join, jax.lax.map(chunk, [split(a) for a in rows]))
+    out = _chunked(jax.checkpoint(chunk), ch, *(jnp.moveaxis(a, 1, 0) for a in rows))
+    return jax.tree.map(lambda o: jnp.moveaxis(o, 0, 1), out)
 
 
 register_kernel("row_chunks", "jax.numpy", row_chunks)
-
-
-register_kernel("centre_chunks", "jax.numpy", centre_chunks)
