@@ -85,6 +85,17 @@ class TorchBackend:
             return dist.get_rank(), dist.get_world_size()
         return 0, 1
 
+    def end_distributed(self, completed: bool) -> None:
+        """Leave the process group joined by :meth:`distributed`. After a completed run the ranks
+        first wait for each other (rank 0 may still be writing its last checkpoint); a rank that
+        exits with gloo's threads still running aborts ("terminate called without an active
+        exception")."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            if completed:
+                dist.barrier()
+            dist.destroy_process_group()
+
     def compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """Training steps run eagerly (autograd through the force needs double backward)."""
         return step

@@ -448,6 +448,14 @@ def train(input_file: str | os.PathLike | dict, backend: str, workdir: str | os.
         config, input_dir = load_input(input_file), Path(input_file).parent
     trainer = Trainer(config, backend, input_dir=input_dir, workdir=workdir, restart=restart,
                       init_model=init_model, finetune=finetune, log=log)
-    trainer.run()
+    end = getattr(trainer.backend, "end_distributed", None)
+    try:
+        trainer.run()
+    except BaseException:
+        if end is not None:
+            end(completed=False)
+        raise
+    if end is not None:
+        end(completed=True)
     return trainer
 
