@@ -4,8 +4,9 @@ One water-example model (``--model-size``, random parameters unless ``--model FI
 written as ``.dp`` and converted to every installed backend's frozen file; each backend runs in
 its own process (``--threads`` threads) on periodic water boxes of 192 and 1536 atoms: a 300 K
 Maxwell-Boltzmann start, ``--warmup`` steps, then ``--steps`` timed steps of 0.5 fs. One step is
-everything ASE does per step: neighbour list, energy, forces, integration. Prints a markdown
-table; ``--csv`` also writes the rows.
+everything ASE does per step: neighbour list (the calculator's Verlet list, ``--skin``; 0 builds
+a fresh list every step), energy, forces, integration. Prints a markdown table; ``--csv`` also
+writes the rows.
 
     .venv/bin/python bench/md.py
     .venv/bin/python bench/md.py --sizes 192 --backends torch jax --steps 50
@@ -64,7 +65,7 @@ def one(backend: str, model_file: Path, sizes: list[int], args: argparse.Namespa
 
     from polypot.calculator import DP
 
-    calc = DP(model_file)
+    calc = DP(model_file, skin=args.skin if args.skin > 0 else None)
     rows = []
     for natoms in sizes:
         coord, cell, atype = tiled(natoms)
@@ -94,6 +95,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skin", type=float, default=1.0,
+                    help="Verlet skin (Å) of the calculator's neighbour list; 0: a fresh list "
+                         "every step")
     ap.add_argument("--csv", type=Path, default=None)
     ap.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -111,7 +115,8 @@ def main() -> int:
     rows: list[dict] = []
     for b in backends:
         cmd = [sys.executable, __file__, "--one", b, str(files[b]), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--sizes", *map(str, args.sizes)]
+               "--warmup", str(args.warmup), "--skin", str(args.skin),
+               "--sizes", *map(str, args.sizes)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         found = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not found:
@@ -119,7 +124,8 @@ def main() -> int:
             continue
         rows += json.loads(found[-1][7:])
     model = args.model or f"{args.model_size} ({args.precision}, random parameters)"
-    print(f"\nASE velocity Verlet, 0.5 fs, {args.threads} threads; model {model}; "
+    print(f"\nASE velocity Verlet, 0.5 fs, {args.threads} threads, skin {args.skin} Å; "
+          f"model {model}; "
           f"water from {water_frame()[3]}\n")
     print("| backend | file | " + " | ".join(f"{n} atoms (ms/step)" for n in args.sizes) + " |")
     print("|---|---|" + "---|" * len(args.sizes))

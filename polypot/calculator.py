@@ -16,6 +16,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from .infer.deep_pot import DeepPot
 
+#: default Verlet skin (Å) of the calculator's neighbour list
+DEFAULT_SKIN = 1.0
+
 
 class UnknownElementError(ValueError):
     """An atom's element is not in the model's type map."""
@@ -27,6 +30,8 @@ class DP(Calculator):
     model: a model file of any suffix (``.dp``, ``.pth``, ``.hlo``, ...) or a loaded
     :class:`~polypot.DeepPot`. type_dict: element -> type index (default: the model's
     ``type_map``). backend: for ``.dp`` / ``.yaml`` files, which backend evaluates them.
+    skin: Verlet skin (Å) of the neighbour list, reused between steps until an atom has moved
+    more than skin / 2 (results equal a fresh list's); None builds a fresh list every step.
     Units: eV, eV/Å and, for stress, eV/Å^3 with ASE's sign (dE/dstrain / V = -virial / V).
     """
 
@@ -35,9 +40,10 @@ class DP(Calculator):
 
     def __init__(self, model: str | os.PathLike | DeepPot, label: str = "DP",
                  type_dict: dict[str, int] | None = None, backend: str | None = None,
-                 **kwargs: Any) -> None:
+                 skin: float | None = DEFAULT_SKIN, **kwargs: Any) -> None:
         super().__init__(label=label, **kwargs)
         self.dp = model if isinstance(model, DeepPot) else DeepPot(model, backend=backend)
+        self.dp.set_skin(skin)
         type_map = self.dp.get_type_map()
         self.type_dict = dict(type_dict) if type_dict is not None else {
             name: i for i, name in enumerate(type_map)}

@@ -126,3 +126,28 @@ def test_missing_model_file(tmp_path) -> None:
 def test_type_dict_outside_type_map() -> None:
     with pytest.raises(ValueError, match="outside the model's type_map"):
         DP(MODEL, type_dict={"O": 0, "H": 2}, backend="numpy")
+
+
+def test_verlet_skin_gives_the_fresh_list_results() -> None:
+    """MD with the calculator's reused neighbour list (default skin) equals fresh lists."""
+    pytest.importorskip("torch")
+    from ase import units
+    from ase.md.verlet import VelocityVerlet
+
+    fresh = DP(MODEL, backend="torch", skin=None)
+    reused = DP(MODEL, backend="torch")
+    atoms = _water()
+    # hot (about 0.05 A/fs), so that some steps reuse the list and some rebuild it
+    atoms.set_velocities(np.random.default_rng(0).normal(scale=0.05, size=(len(atoms), 3))
+                         * units.Ang / units.fs)
+    atoms.calc = reused
+    dyn = VelocityVerlet(atoms, timestep=2.0 * units.fs)
+    for _ in range(8):
+        dyn.run(1)
+        probe = atoms.copy()
+        probe.calc = fresh
+        assert abs(probe.get_potential_energy() - atoms.get_potential_energy()) < 1e-10
+        np.testing.assert_allclose(atoms.get_forces(), probe.get_forces(), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(atoms.get_stress(), probe.get_stress(), rtol=0, atol=1e-12)
+    verlet = reused.dp._verlet
+    assert verlet is not None and 2 <= verlet.builds < verlet.calls

@@ -21,6 +21,7 @@ from ..backend.registry import (
     load_frozen,
 )
 from ..neighbor import NeighborData, build_neighbor_data
+from ..neighbor.verlet import VerletNeighbors
 from .inputs import prepare_inputs
 
 
@@ -44,9 +45,16 @@ class DeepPot:
     ``.dp`` / ``.yaml`` run on ``backend`` (default: the first installed autodiff backend of
     torch, jax, tensorflow, paddle; NumPy when none is installed, which gives energies only).
     Frozen files run on the backend their suffix names; ``backend`` must then be None or that one.
+
+    skin (Å): when set, single-frame evaluations reuse the neighbour list between calls
+    (:class:`~polypot.neighbor.verlet.VerletNeighbors`) until an atom has moved more than
+    ``skin / 2`` or the cell, types or atom count change: for MD, where consecutive frames are
+    close. The results equal those of a fresh list (same neighbours, same order). None: build
+    a fresh list at every call, as DeePMD-kit does.
     """
 
-    def __init__(self, model_file: str | os.PathLike, backend: str | None = None) -> None:
+    def __init__(self, model_file: str | os.PathLike, backend: str | None = None,
+                 skin: float | None = None) -> None:
         self.path = Path(model_file)
         file_backend = backend_for_file(self.path)
         if file_backend == "numpy":
@@ -72,6 +80,12 @@ class DeepPot:
             self._info = {k: self.metadata[k] for k in ("type_map", "rcut", "sel")}
             self._info["descriptor"] = self.metadata.get("descriptor", "")
         self._has_forces = self.backend_name != "numpy"
+        self.set_skin(skin)
+
+    def set_skin(self, skin: float | None) -> None:
+        """Reuse single-frame neighbour lists with this Verlet skin (Å); None: never reuse."""
+        self._verlet = None if skin is None else VerletNeighbors(
+            self.get_rcut(), self._info["sel"], skin)
 
     # ---- metadata (DeePMD-kit names) -------------------------------------------------------------
     def get_type_map(self) -> list[str]:
@@ -102,6 +116,8 @@ class DeepPot:
     def neighbor_data(self, coords: Any, cells: Any, atom_types: Any) -> NeighborData:
         """Checked inputs -> extended system and neighbour list for this model."""
         coord, cell, atype = prepare_inputs(coords, cells, atom_types, self.get_type_map())
+        if self._verlet is not None and coord.shape[0] == 1:
+            return self._verlet(coord, cell, atype)
         return build_neighbor_data(coord, cell, atype, self.get_rcut(), self._info["sel"])
 
     def eval(self, coords: Any, cells: Any, atom_types: Any, atomic: bool = False

@@ -34,12 +34,15 @@ class Extension(NamedTuple):
     coord: (nall, 3) extended coordinates (Å), first nloc are the input coordinates.
     atype: (nall,) int64 types. mapping: (nall,) int64 local atom of each extended atom.
     neighbor: (npair,) int64 extended index of each given neighbour.
+    shift: (nall, 3) float64 integer cell shift S of each extended atom (zero for the first
+    nloc): its coordinates are ``coord[mapping] + S @ cell``.
     """
 
     coord: np.ndarray
     atype: np.ndarray
     mapping: np.ndarray
     neighbor: np.ndarray
+    shift: np.ndarray
 
 
 def _number_images(rank: np.ndarray, nloc: int, nshift: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +77,8 @@ def extend_frame(
     image = rank >= nloc
     neighbor = rank.copy()
     if not image.any():
-        return Extension(coord.copy(), atype.copy(), np.arange(nloc, dtype=np.int64), neighbor)
+        return Extension(coord.copy(), atype.copy(), np.arange(nloc, dtype=np.int64), neighbor,
+                         np.zeros((nloc, 3)))
     if cell is None:
         raise RuntimeError("periodic image requested for an open-boundary frame")
     img_rank, number = _number_images(rank[image], nloc, code.nshift)
@@ -84,4 +88,5 @@ def extend_frame(
     img_coord = coord[img_j].astype(np.float64) + img_shift @ cell
     ext_coord = np.concatenate([coord, img_coord.astype(coord.dtype)], axis=0)
     mapping = np.concatenate([np.arange(nloc, dtype=np.int64), img_j])
-    return Extension(ext_coord, atype[mapping], mapping, neighbor)
+    shift = np.concatenate([np.zeros((nloc, 3)), img_shift])
+    return Extension(ext_coord, atype[mapping], mapping, neighbor, shift)

@@ -56,12 +56,20 @@ class Sectioned(NamedTuple):
 
 
 def _sort_pairs(
-    group: np.ndarray, dist: np.ndarray, tie: np.ndarray, ngroups: int, rcut: float
+    group: np.ndarray,
+    dist: np.ndarray,
+    tie: np.ndarray,
+    ngroups: int,
+    rcut: float,
+    nearly_sorted: bool = False,
 ) -> np.ndarray:
     """Permutation ordering pairs by (group, dist, tie); all inputs (npair,).
 
     Packs the group and the distance quantised to ``rcut * 2**-bits`` into one int64
     (a single fast argsort); pairs whose keys collide are re-ordered by ``tie``.
+    ``nearly_sorted``: the pairs come almost in order (a Verlet list sorted at its last
+    rebuild); a stable sort (timsort, about 10x faster on such input, 5x slower on random
+    input) gives the same permutation.
     """
     dist_bits = _KEY_BITS - max(1, int(ngroups - 1).bit_length())
     if dist_bits < _MIN_DIST_BITS:
@@ -69,7 +77,7 @@ def _sort_pairs(
     top = (1 << dist_bits) - 1
     quant = np.minimum((dist * (float(1 << dist_bits) / rcut)).astype(np.int64), top)
     key = (group << dist_bits) | quant
-    order = np.argsort(key)
+    order = np.argsort(key, kind="stable" if nearly_sorted else None)
     sorted_key = key[order]
     same = sorted_key[1:] == sorted_key[:-1]
     if same.any():
@@ -90,16 +98,18 @@ def section_pairs(
     nloc: int,
     sel: np.ndarray,
     rcut: float,
+    nearly_sorted: bool = False,
 ) -> Sectioned:
     """Assign nlist slots: per (centre, section) the ``sel[section]`` closest pairs.
 
     center, section, dist, tie: (npair,) centre index, section of the neighbour,
     distance (Å) and tie-break rank. sel: (nsec,) int64 section sizes.
+    nearly_sorted: see :func:`_sort_pairs`.
     """
     nsec = sel.size
     ngroups = nloc * nsec
     group = center * nsec + section
-    order = _sort_pairs(group, dist, tie, ngroups, rcut)
+    order = _sort_pairs(group, dist, tie, ngroups, rcut, nearly_sorted)
     counts = np.bincount(group, minlength=ngroups)
     starts = np.cumsum(counts) - counts
     sec_sorted = section[order]
