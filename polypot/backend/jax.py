@@ -15,6 +15,7 @@ import jax.numpy as jnp  # noqa: E402  (after enabling float64)
 
 from . import jax_kernels  # noqa: E402,F401  (registers the JAX kernels)
 from .base import map_params  # noqa: E402
+from .jax_kernels import first_order_coordinates  # noqa: E402
 
 
 class JaxBackend:
@@ -124,7 +125,9 @@ def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
         def atomic_energy(x: Any) -> Any:
             return model.atomic_energy(params, x, atype_ext, nlist, mapping)
 
-        return derive(backend, atomic_energy, coord_ext, mapping, nlist.shape[1], atomic=atomic)
+        with first_order_coordinates():  # forces and virials only: one pass per chunk
+            return derive(backend, atomic_energy, coord_ext, mapping, nlist.shape[1],
+                          atomic=atomic)
 
     return fn
 

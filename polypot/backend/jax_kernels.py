@@ -27,8 +27,10 @@ up to ``WHOLE_SYSTEM_PAIRS`` stay whole.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -229,7 +231,26 @@ register_kernel("tabulated_contract_typed", "jax.numpy", tabulated_contract_type
 
 
 # ---- atom-local models in chunks of centre atoms -----------------------------------------------
-def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int) -> Any:
+#: non-empty while tracing a program that differentiates the energy once, with respect to the
+#: coordinates only (the inference program of :func:`polypot.backend.jax.lower_function`)
+_FIRST_ORDER: list[bool] = []
+
+
+@contextlib.contextmanager
+def first_order_coordinates() -> Iterator[None]:
+    """Trace a program in which the energy is differentiated once, by the coordinates only
+    (forces, virials): ``centre_chunks`` then gives each chunk's energies together with their
+    gradient in one pass (see there). Second derivatives or parameter gradients of a program
+    traced inside are wrong: never use it for Hessians or training."""
+    _FIRST_ORDER.append(True)
+    try:
+        yield
+    finally:
+        _FIRST_ORDER.pop()
+
+
+def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int,
+                  energy: bool = False) -> Any:
     """``fn(coord, atype, nlist) -> (1, n, k)`` over chunks of centre atoms, (nf, nloc, k).
 
     For models whose atomic energy depends only on the atom's own neighbours (every descriptor
@@ -242,7 +263,17 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     The centres are grouped by type (``ntypes`` types, 0 <= atype), each type starting a new
     chunk, so all centres of a chunk share one type and per-type networks run as one dense
     product per chunk (``uniform_type_params``); the rows that pad a type's last chunk are
-    centres of that type with empty neighbour lists."""
+    centres of that type with empty neighbour lists.
+
+    ``energy``: ``fn`` returns one energy per centre (k = 1). Inside
+    :func:`first_order_coordinates` each chunk then computes its energies e and their gradient
+    g = d(sum e)/dx of its coordinate rows in one forward pass and returns the linearisation
+    e + sum_rows g . (x - x0) at x0 = x: the same value, and the same first derivative in x, as
+    the chunk itself. Each coordinate row of a chunk belongs to one centre (its own position, or
+    its copy of one neighbour), so any cotangent c (forces: 1; atomic virials: positions) pulls
+    back as c_i g_i per centre. The backward pass then reuses g instead of re-running the chunk
+    (the rematerialised program evaluates every chunk twice when the energy is an output too).
+    """
     nf, nloc, nnei = nlist.shape
     ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
     if _whole(nf, nloc, nnei) or (isinstance(nf, int) and isinstance(nloc, int)
@@ -276,12 +307,21 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
         safe = jnp.where(nl >= 0, nl, 0)
         idx = jnp.concatenate([ce, safe.reshape(-1)])
         frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
-        coord = coord_ext[frames, idx][None]
+        coord = coord_ext[frames, idx]
         atype = atype_ext[frames, idx].at[:ch].set(ty)[None]  # empty slots: the chunk's type
         nl_c = jnp.where(nl >= 0, local, -1)[None]
-        return fn(coord, atype, nl_c)[0]
+        if not linear:
+            return fn(coord[None], atype, nl_c)[0]
+        x0 = jax.lax.stop_gradient(coord)
+        e, pull = jax.vjp(lambda x: fn(x[None], atype, nl_c)[0], x0)
+        (g,) = pull(jnp.ones_like(e))
+        step = jnp.sum(jax.lax.stop_gradient(g) * (coord - x0), axis=-1)  # zero in value
+        per_centre = step[:ch] + jnp.sum(step[ch:].reshape(ch, nnei), axis=1)
+        return jax.lax.stop_gradient(e) + per_centre[:, None].astype(e.dtype)
 
-    chunk = jax.checkpoint(chunk)
+    linear = energy and bool(_FIRST_ORDER)
+    if not linear:
+        chunk = jax.checkpoint(chunk)
     _UNIFORM_TYPES.append(True)
     try:
         out = _chunked(chunk, ch, slot_frame, slot_centre, slot_nl, slot_type)

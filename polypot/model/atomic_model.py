@@ -87,7 +87,7 @@ class DPAtomicModel:
         if chunks is None:
             e = energies(coord_ext, atype_ext, nlist)
         else:
-            e = chunks(energies, coord_ext, atype_ext, nlist, self.ntypes)
+            e = chunks(energies, coord_ext, atype_ext, nlist, self.ntypes, energy=True)
         nf = atype.shape[0]
         bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),
                           (nf, nloc, 1))

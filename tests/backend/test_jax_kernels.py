@@ -230,3 +230,28 @@ def test_type_grouped_chunks_equal_reference_code(one_side, monkeypatch):
                                    atol=1e-12 * max(1.0, float(np.max(np.abs(w)))), err_msg=key)
     assert np.max(np.abs(want["force"])) > 1e-3
     np.testing.assert_allclose(got_h, want_h, rtol=0, atol=1e-12 * float(np.max(np.abs(want_h))))
+
+
+def test_inference_program_runs_each_chunk_once(monkeypatch):
+    """The force program (``lower_function``) takes each chunk's energies and gradient in one
+    pass, with no rematerialisation; outside ``first_order_coordinates`` (Hessians, training)
+    the chunks are rematerialised, because their second derivatives are needed."""
+    import jax
+
+    from polypot.backend.jax import lower_function
+
+    coord, cell, atype = fixture_frames("se_e2_a", "periodic")
+    runner = DeepPot(FIXTURES / "se_e2_a" / "model.dp", backend="jax")
+    nd = runner.neighbor_data(coord[:1], cell[:1], atype)
+    _small_chunks(monkeypatch, 7, nd.nlist.shape[-1])
+    model, params = runner._runner.model, runner._runner.params
+    args = tuple(jax.numpy.asarray(a) for a in (nd.coord, nd.atype, nd.nlist, nd.mapping))
+
+    def energy(x):
+        return model.atomic_energy(params, x, *args[1:]).sum()
+
+    def remat(jaxpr) -> bool:
+        return "remat" in str(jaxpr) or "checkpoint" in str(jaxpr)
+
+    assert remat(jax.make_jaxpr(jax.grad(energy))(args[0]))
+    assert not remat(jax.make_jaxpr(lower_function(model))(params, *args))
