@@ -38,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import md_step  # noqa: E402  (standard library only at import: usable in DeePMD-kit's venv)
 
+#: frozen-file suffix of each DeePMD-kit backend compared
+DEEPMD_SUFFIX = {"pt": ".pth", "tf": ".pb"}
 WATER = Path(__file__).resolve().parents[2] / "shared" / "data" / "water" / "data_0"
 
 
@@ -113,6 +115,9 @@ def main() -> int:
     ap.add_argument("--backends", nargs="+", default=["torch", "jax"],
                     help="polypot backends to try; the fastest per size is compared (torch jax)")
     ap.add_argument("--compressed", action="store_true", help="also compare compressed models")
+    ap.add_argument("--deepmd-backend", choices=sorted(DEEPMD_SUFFIX), default="pt",
+                    help="DeePMD-kit's backend: pt (.pth, default) or tf (.pb; needs "
+                         "tensorflow-cpu in its venv, see bench/README.md)")
     ap.add_argument("--training-data", type=Path, default=WATER,
                     help="system for `dp --pt compress -t` (minimal neighbour distance)")
     md_step.add_timing_options(ap)
@@ -148,23 +153,29 @@ def main() -> int:
     else:
         md_step.write_dp(args.model_name, args.precision, neutral)
         label = f"{args.model_name} {args.precision} (random parameters)"
-    run_dp(args.deepmd_python, ["convert-backend", "model.dp", "model_deepmd.pth"], work,
+    suffix = DEEPMD_SUFFIX[args.deepmd_backend]
+    run_dp(args.deepmd_python, ["convert-backend", "model.dp", f"model_deepmd{suffix}"], work,
            args.threads)
     for n in sizes:
         coord, cell, atype = tiled(n)
         np.savez(work / f"water_{n}.npz", coord=coord, cell=cell, atype=atype)
     backends = [b for b in args.backends if b in available() and b in md_step.FROZEN]
 
-    variants = [("plain", neutral, work / "model_deepmd.pth")]
+    variants = [("plain", neutral, work / f"model_deepmd{suffix}")]
     if args.compressed:
+        # DeePMD-kit's TensorFlow compress checks the whole input: learning_rate, loss, steps
         script = {"model": load_model(neutral)[2].get("model_def_script"),
+                  "learning_rate": {"type": "exp", "start_lr": 1e-3, "stop_lr": 1e-8,
+                                    "decay_steps": 5000},
+                  "loss": {"type": "ener"},
                   "training": {"training_data": {"systems": [str(args.training_data)],
-                                                 "batch_size": 1}}}
+                                                 "batch_size": 1}, "numb_steps": 1}}
         (work / "input.json").write_text(json.dumps(script, indent=1))
-        dp_c = work / "model_deepmd_compressed.pth"
+        dp_c = work / f"model_deepmd_compressed{suffix}"
         try:
-            run_dp(args.deepmd_python, ["--pt", "compress", "-i", "model_deepmd.pth", "-o",
-                                        dp_c.name, "-t", "input.json"], work, args.threads)
+            run_dp(args.deepmd_python, [f"--{args.deepmd_backend}", "compress", "-i",
+                                        f"model_deepmd{suffix}", "-o", dp_c.name, "-t",
+                                        "input.json"], work, args.threads)
         except RuntimeError as err:
             print(f"DeePMD-kit compression: {err}", file=sys.stderr)
             dp_c = None
@@ -200,7 +211,8 @@ def main() -> int:
             return [args.deepmd_python, str(here), "--deepmd-child", str(dp_file),
                     str(work / f"water_{n}.npz"), *md_step.child_args(args)]
 
-        dp_res = md_step.sweep(dp_cmd, sizes, args, log("deepmd", variant, "pt"))
+        dp_res = md_step.sweep(dp_cmd, sizes, args,
+                               log("deepmd", variant, args.deepmd_backend))
         pp_res = {}
         for b in backends:
             frozen = pp_file.with_suffix(md_step.FROZEN[b])
