@@ -31,7 +31,8 @@ class DP(Calculator):
     :class:`~polypot.DeepPot`. type_dict: element -> type index (default: the model's
     ``type_map``). backend: for ``.dp`` / ``.yaml`` files, which backend evaluates them.
     skin: Verlet skin (Å) of the neighbour list, reused between steps until an atom has moved
-    more than skin / 2 (results equal a fresh list's); None builds a fresh list every step.
+    more than skin / 2 (results equal a fresh list's); None builds a fresh list every step. A
+    :class:`~polypot.DeepPot` passed as ``model`` is set to this skin.
     Units: eV, eV/Å and, for stress, eV/Å^3 with ASE's sign (dE/dstrain / V = -virial / V).
     """
 

@@ -301,6 +301,7 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     slot_nl = jnp.zeros((nslot, nnei), nlist.dtype).at[slot].set(
         nlist.reshape(-1, nnei)[order] + 1)
     local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
+    linear = energy and bool(_FIRST_ORDER)
 
     def chunk(fr: Any, ce: Any, nl1: Any, ty: Any) -> Any:
         nl = nl1 - 1
@@ -319,7 +320,6 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
         per_centre = step[:ch] + jnp.sum(step[ch:].reshape(ch, nnei), axis=1)
         return jax.lax.stop_gradient(e) + per_centre[:, None].astype(e.dtype)
 
-    linear = energy and bool(_FIRST_ORDER)
     if not linear:
         chunk = jax.checkpoint(chunk)
     _UNIFORM_TYPES.append(True)

@@ -72,8 +72,7 @@ class VerletNeighbors:
         if coord.ndim != 3 or coord.shape[0] != 1:
             raise ValueError(f"VerletNeighbors takes one frame: coord of shape (1, natoms, 3), "
                              f"got {np.shape(coord)}")
-        frame_cell = None if cell is None else np.asarray(cell, dtype=np.float64)
-        frame_cell = None if frame_cell is None else frame_cell.reshape(-1, 3, 3)[0]
+        frame_cell = None if cell is None else np.asarray(cell, np.float64).reshape(-1, 3, 3)[0]
         types = np.asarray(atype).reshape(-1)
         if not self._reusable(coord[0], frame_cell, types):
             self._rebuild(coord, cell, atype)

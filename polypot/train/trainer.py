@@ -449,13 +449,12 @@ def train(input_file: str | os.PathLike | dict, backend: str, workdir: str | os.
     trainer = Trainer(config, backend, input_dir=input_dir, workdir=workdir, restart=restart,
                       init_model=init_model, finetune=finetune, log=log)
     end = getattr(trainer.backend, "end_distributed", None)
+    completed = False
     try:
         trainer.run()
-    except BaseException:
+        completed = True
+    finally:
         if end is not None:
-            end(completed=False)
-        raise
-    if end is not None:
-        end(completed=True)
+            end(completed=completed)
     return trainer
 
