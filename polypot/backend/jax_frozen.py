@@ -16,6 +16,13 @@ nlist (nf, nloc, nnei) int64, mapping (nf, nall) int64, with symbolic nf, nall, 
 (``nall >= nloc``, so one program serves systems with and without ghost atoms; DeePMD-kit's
 ``*_no_ghost`` variants are not needed) and nnei = sum(sel) fixed. They are exported for CPU and
 CUDA. Loading imports jax, numpy and h5py only, never ``polypot.model``.
+
+Uncompressed se_e2_a files also hold polypot's ``@variables.stablehlo_narrow`` (older readers
+and DeePMD-kit ignore it): the default program for neighbour lists cut after the last column
+any atom uses in each type section, which is passed as one array per type, (nf, nloc, w_t) with
+symbolic w_t <= sel[t] (``polypot.sections`` holds sel). ``run`` cuts the full list itself and
+uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer padded slots
+through the embedding nets (water, sel [46, 92]: [36, 68] columns used).
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ jnp = _jax_backend.jnp
 
 #: program name in ``@variables`` for ``atomic`` False / True (DeePMD-kit's names)
 PROGRAMS = {False: "stablehlo", True: "stablehlo_atomic_virial"}
+#: polypot's program for narrowed neighbour lists (``EnergyModel.narrowed``): as ``stablehlo``
+#: but the list comes as one array per type section, (nf, nloc, w_t) with symbolic w_t <= sel[t]
+NARROW_PROGRAM = "stablehlo_narrow"
+#: section widths of a narrowed list are rounded up to a multiple of this (fewer compilations)
+WIDTH_MULTIPLE = 4
 #: platforms the programs are lowered for
 PLATFORMS = ("cpu", "cuda")
 #: symbolic dimensions and their constraint
@@ -122,22 +134,30 @@ def _read_h5(path: Path) -> dict:
 
 
 # ---- freeze ------------------------------------------------------------------------------------
-def export_program(model: Any, params: Any, atomic: bool) -> bytes:
-    """Serialized ``jax.export`` program of the lower interface (parameters as constants)."""
+def export_program(model: Any, params: Any, atomic: bool, narrow: bool = False) -> bytes:
+    """Serialized ``jax.export`` program of the lower interface (parameters as constants);
+    ``narrow``: the :data:`NARROW_PROGRAM` (one nlist array per type section)."""
     from ..model.precision import to_dtype
 
-    fn = _jax_backend.lower_function(model, atomic)
     p = _jax_backend.JaxBackend().convert_params(params)
+    ntypes = len(model.type_map)
+    widths = "".join(f", w{t}" for t in range(ntypes)) if narrow else ""
+    nf, nall, nloc, *ws = jax.export.symbolic_shape(SYMBOLS + widths, constraints=CONSTRAINTS)
+    if narrow:
+        model = model.narrowed(tuple(ws))
+        nlists = [jax.ShapeDtypeStruct((nf, nloc, w), jnp.int64) for w in ws]
+    else:
+        nlists = [jax.ShapeDtypeStruct((nf, nloc, int(np.sum(model.sel))), jnp.int64)]
+    fn = _jax_backend.lower_function(model, atomic)
 
-    def program(coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:
-        return fn(p, coord_ext, atype_ext, nlist, mapping)
+    def program(coord_ext: Any, atype_ext: Any, *rest: Any) -> dict:
+        nlist = rest[0] if len(rest) == 2 else jnp.concatenate(rest[:-1], axis=-1)
+        return fn(p, coord_ext, atype_ext, nlist, rest[-1])
 
-    nf, nall, nloc = jax.export.symbolic_shape(SYMBOLS, constraints=CONSTRAINTS)
-    nnei = int(np.sum(model.sel))
     exported = jax.export.export(jax.jit(program), platforms=PLATFORMS)(
         jax.ShapeDtypeStruct((nf, nall, 3), to_dtype(model.precision)),
         jax.ShapeDtypeStruct((nf, nall), jnp.int64),
-        jax.ShapeDtypeStruct((nf, nloc, nnei), jnp.int64),
+        *nlists,
         jax.ShapeDtypeStruct((nf, nall), jnp.int64),
     )
     return bytes(exported.serialize())
@@ -171,6 +191,9 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
     doc["@variables"] = dict(doc["@variables"])
     for atomic, key in PROGRAMS.items():
         doc["@variables"][key] = np.void(export_program(model, params, atomic))
+    narrow = model.narrowable
+    if narrow:
+        doc["@variables"][NARROW_PROGRAM] = np.void(export_program(model, params, False, True))
     doc["constants"] = _constants(model)
     doc["polypot"] = {
         "format": "jax-hlo",
@@ -183,6 +206,9 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
         "platforms": list(PLATFORMS),
         "programs": {key: "atomic" if atomic else "default" for atomic, key in PROGRAMS.items()},
     }
+    if narrow:
+        doc["polypot"]["programs"][NARROW_PROGRAM] = "narrow"
+        doc["polypot"]["sections"] = [int(s) for s in model.sel]
     doc.update(software="polypot", version=__version__, time=str(datetime.now(UTC)))
     _write_h5(path, doc)
 
@@ -223,15 +249,18 @@ class JaxFrozenModel:
         self._calls: dict[bool, Callable[..., Any]] = {}
         self._programs: dict[bool, Any] = {}
         for atomic, key in PROGRAMS.items():
-            blob = variables.get(key)
-            if blob is None:
+            if variables.get(key) is None:
                 raise error(f"{source}: program {key!r} is missing")
-            try:
-                exported = jax.export.deserialize(bytearray(np.asarray(blob).tobytes()))
-            except Exception as err:  # any decoding failure means a bad file
-                raise error(f"{source}: program {key!r} cannot be deserialized: {err}") from None
-            self._programs[atomic] = exported
+            self._programs[atomic] = _deserialize(variables[key], key, source)
         self.coord_dtype = np.dtype(self._programs[False].in_avals[0].dtype)
+        # narrowed neighbour lists (files from polypot >= 0.x with an se_e2_a model)
+        self._narrow = None
+        self.sections: list[int] | None = None
+        if variables.get(NARROW_PROGRAM) is not None and isinstance(info.get("sections"), list):
+            self._narrow = jax.jit(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
+                                                source).call)
+            self.sections = [int(s) for s in info["sections"]]
+            self._widths = [0] * len(self.sections)
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
@@ -245,8 +274,26 @@ class JaxFrozenModel:
         coord, atype, nl, mp = check_lower_inputs(coord_ext, atype_ext, nlist, mapping,
                                                   self.coord_dtype, self.nnei)
         coord, atype, mp = _pad_atoms(coord, atype, mp)
-        out = self._call(bool(atomic))(coord, atype, nl, mp)
+        if self._narrow is not None and not atomic:
+            out = self._narrow(coord, atype, *self._narrow_sections(nl), mp)
+        else:
+            out = self._call(bool(atomic))(coord, atype, nl, mp)
         return {k: np.array(v) for k, v in out.items()}
+
+    def _narrow_sections(self, nl: np.ndarray) -> list[np.ndarray]:
+        """The type sections of the full list ``nl`` cut after their last used column over
+        all atoms, widths rounded up to ``WIDTH_MULTIPLE`` and never below the widths used
+        before (each new set of widths compiles the program once more)."""
+        out, start = [], 0
+        for t, sel in enumerate(self.sections):
+            used = np.flatnonzero(np.any(nl[..., start:start + sel] >= 0, axis=(0, 1)))
+            need = int(used[-1]) + 1 if used.size else 0
+            width = min(sel, max(-(-need // WIDTH_MULTIPLE) * WIDTH_MULTIPLE, WIDTH_MULTIPLE,
+                                 self._widths[t]))
+            self._widths[t] = width
+            out.append(np.ascontiguousarray(nl[..., start:start + width]))
+            start += sel
+        return out
 
     def neutral_dict(self) -> dict:
         """The neutral model dictionary (as ``polypot.io.neutral.load_neutral`` returns)."""
@@ -254,6 +301,15 @@ class JaxFrozenModel:
         doc["@variables"] = {k: v for k, v in doc.get("@variables", {}).items()
                              if not k.startswith("stablehlo")}
         return copy.deepcopy(doc)
+
+
+def _deserialize(blob: Any, key: str, source: str) -> Any:
+    """The ``jax.export.Exported`` program stored as ``blob`` (np.void bytes)."""
+    try:
+        return jax.export.deserialize(bytearray(np.asarray(blob).tobytes()))
+    except Exception as err:  # any decoding failure means a bad file
+        raise _model_format_error()(f"{source}: program {key!r} cannot be deserialized: "
+                                    f"{err}") from None
 
 
 def load_frozen(path: str | os.PathLike) -> JaxFrozenModel:

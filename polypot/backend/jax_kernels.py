@@ -250,7 +250,7 @@ def first_order_coordinates() -> Iterator[None]:
 
 
 def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int,
-                  energy: bool = False) -> Any:
+                  energy: bool = False, max_nnei: int | None = None) -> Any:
     """``fn(coord, atype, nlist) -> (1, n, k)`` over chunks of centre atoms, (nf, nloc, k).
 
     For models whose atomic energy depends only on the atom's own neighbours (every descriptor
@@ -273,12 +273,27 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     its copy of one neighbour), so any cotangent c (forces: 1; atomic virials: positions) pulls
     back as c_i g_i per centre. The backward pass then reuses g instead of re-running the chunk
     (the rematerialised program evaluates every chunk twice when the energy is an output too).
+
+    ``max_nnei``: a fixed bound of nnei that sizes the chunks (in centres) when nnei is
+    symbolic (narrowed neighbour lists under ``jax.export``); such lists are always chunked.
     """
     nf, nloc, nnei = nlist.shape
+    if not isinstance(nnei, int):
+        if max_nnei is None:
+            raise ValueError("centre_chunks: a symbolic nnei needs max_nnei")
+        return _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy,
+                              _per_chunk(max_nnei, CENTRE_CHUNK_PAIRS))
     ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
     if _whole(nf, nloc, nnei) or (isinstance(nf, int) and isinstance(nloc, int)
                                   and nf * nloc <= ch):
         return fn(coord_ext, atype_ext, nlist)  # the whole system as it is
+    return _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy, ch)
+
+
+def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int,
+                   energy: bool, ch: int) -> Any:
+    """``centre_chunks`` in chunks of ``ch`` centres."""
+    nf, nloc, nnei = nlist.shape
     n = nf * nloc
     # broadcasts, not repeat/tile: nf and nloc may be symbolic (jax.export)
     frame = jnp.broadcast_to(jnp.arange(nf)[:, None], (nf, nloc)).reshape(-1)

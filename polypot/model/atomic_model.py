@@ -87,7 +87,8 @@ class DPAtomicModel:
         if chunks is None:
             e = energies(coord_ext, atype_ext, nlist)
         else:
-            e = chunks(energies, coord_ext, atype_ext, nlist, self.ntypes, energy=True)
+            e = chunks(energies, coord_ext, atype_ext, nlist, self.ntypes, energy=True,
+                       max_nnei=int(np.sum(self.sel)))
         nf = atype.shape[0]
         bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),
                           (nf, nloc, 1))

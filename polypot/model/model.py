@@ -6,6 +6,7 @@ Derivatives (forces, virials, Hessians) are not written here: they come from one
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,23 @@ class EnergyModel:
     @property
     def descriptor_type(self) -> str:
         return getattr(self.atomic.descriptor, "type_name", "se_e2_a")
+
+    @property
+    def narrowable(self) -> bool:
+        """True if :meth:`narrowed` models exist (uncompressed type-sectioned descriptors)."""
+        d = self.atomic.descriptor
+        return hasattr(d, "narrowed") and getattr(d, "compress", None) is None
+
+    def narrowed(self, widths: tuple[Any, ...]) -> EnergyModel:
+        """This model reading neighbour lists with ``widths[t] <= sel[t]`` columns per type
+        section (the first columns of each section of the full list, all real neighbours
+        among them), with the same results as the full list. Widths may be symbolic."""
+        if not self.narrowable:
+            raise ValueError(f"{self.descriptor_type}: no narrowed neighbour lists for this "
+                             "descriptor (uncompressed se_e2_a only)")
+        atomic = dataclasses.replace(self.atomic,
+                                     descriptor=self.atomic.descriptor.narrowed(widths))
+        return dataclasses.replace(self, atomic=atomic)
 
     def init(self, rng: np.random.Generator) -> Params:
         return self.atomic.init(rng)

@@ -188,6 +188,44 @@ def test_hlo_bad_inputs_and_files(frozen_dir, tmp_path):
         load_frozen(dp_named_hlo)  # a .dp has the same layout but no programs
 
 
+def _run_full(frozen, d: dict) -> dict:
+    """The ``stablehlo`` program (full ``sel`` list) on the saved inputs ``d``."""
+    coord, atype, mp = jax_frozen._pad_atoms(d["coord"], d["atype"], d["mapping"])
+    return {k: np.asarray(v) for k, v in frozen._call(False)(coord, atype, d["nlist"], mp).items()}
+
+
+def test_hlo_narrow_program_matches_the_full_list(frozen_dir):
+    """se_e2_a .hlo files carry a program for neighbour lists cut after their last used column
+    (``stablehlo_narrow``); ``run`` uses it and gives the full program's results (the fixture's
+    davg is not zero, so the empty slots left out contribute)."""
+    frozen = load_frozen(frozen_dir / "se_e2_a.hlo")
+    assert frozen.sections == [46, 92]
+    d = dict(np.load(frozen_dir / "se_e2_a-periodic-in.npz"))
+    got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    assert all(0 < w < s for w, s in zip(frozen._widths, frozen.sections, strict=True))
+    assert all(w % jax_frozen.WIDTH_MULTIPLE == 0 for w in frozen._widths)
+    full = _run_full(frozen, d)
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    _assert_matches(got, fixture_reference("se_e2_a", "periodic"), 2, KEYS[:4])
+    # widths follow the list upwards (a neighbour in the last O column) and never shrink
+    before = list(frozen._widths)
+    wide = dict(d, nlist=d["nlist"].copy())
+    wide["nlist"][0, 0, 45] = wide["nlist"][0, 0, 0]
+    got = frozen.run(wide["coord"], wide["atype"], wide["nlist"], wide["mapping"])
+    assert frozen._widths == [46, before[1]]
+    full = _run_full(frozen, wide)
+    np.testing.assert_allclose(got["force"], full["force"], rtol=1e-12, atol=1e-12)
+    frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    assert frozen._widths == [46, before[1]]
+
+
+def test_hlo_narrow_program_only_for_uncompressed_se_e2_a(frozen_dir):
+    for name in FIXTURE_MODELS:
+        frozen = load_frozen(frozen_dir / f"{name}.hlo")
+        assert (frozen._narrow is not None) == (name == "se_e2_a"), name
+
+
 def test_freeze_is_atomic(models, tmp_path, monkeypatch):
     model, params = models["se_e2_a"]
     path = tmp_path / "m.hlo"

@@ -43,6 +43,9 @@ class DescrptSeA:
     trainable: bool = True
     embeddings: NetworkCollection | None = None
     compress: Tabulation | None = None  # tabulated embedding (polypot compress), or None
+    #: widths of the neighbour list's type sections when narrower than ``sel`` (see
+    #: :meth:`narrowed`); None: the list has ``sel`` columns per type
+    list_sel: tuple[Any, ...] | None = None
 
     mixed_types = False
 
@@ -82,17 +85,42 @@ class DescrptSeA:
             "dstd": np.ones(shape, dtype=dt),
         }
 
+    def narrowed(self, widths: tuple[Any, ...]) -> DescrptSeA:
+        """This descriptor reading neighbour lists of ``widths[t] <= sel[t]`` columns for type
+        t: the first ``widths[t]`` columns of each ``sel`` section (a list whose real neighbours
+        all lie there). The result is the same as with the full list: every slot left out is
+        empty for every atom, and an empty slot contributes a constant per centre type (its row
+        is -davg/dstd, not zero, as in DeePMD-kit), added by :meth:`_missing_slots`. Widths may
+        be symbolic (``jax.export``). Uncompressed descriptors only."""
+        if self.compress is not None:
+            raise ValueError("se_e2_a: narrowed neighbour lists need an uncompressed descriptor")
+        if len(widths) != self.ntypes:
+            raise ValueError(f"se_e2_a: {len(widths)} section widths for {self.ntypes} types")
+        return dataclasses.replace(self, list_sel=tuple(widths))
+
+    def _list_slots(self, x: Any) -> Any:
+        """The per-slot array x (ntypes, nnei, ...) cut to the columns of the neighbour list."""
+        xp = namespace(x)
+        if self.list_sel is None:
+            return x
+        starts = np.cumsum((0, *self.sel))
+        return xp.concat([x[:, int(starts[t]):int(starts[t]) + w]
+                          for t, w in enumerate(self.list_sel)], axis=1)
+
     def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
                  mapping: Any = None) -> Any:
         """Descriptor (nf, nloc, M * M2) from extended coords (nf, nall, 3), types, nlist."""
         xp = namespace(coord_ext)
         nf, nloc, nnei = nlist.shape
         atype = atype_ext[:, :nloc]
-        rr, _, _ = self.env_mat(coord_ext, atype, nlist, p["davg"], p["dstd"])
+        rr, _, _ = self.env_mat(coord_ext, atype, nlist, self._list_slots(p["davg"]),
+                                self._list_slots(p["dstd"]))
         keep = pair_exclude_mask(xp, self.ntypes, self.exclude_types, atype_ext, nlist)
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
         if self.compress is None:
-            gr = self._sum_nets(p, rr, atype)
+            gr = self._sum_nets(p, rr, atype, self.list_sel or self.sel)
+            if self.list_sel is not None:
+                gr = gr + self._missing_slots(p, atype)
         else:
             gr = self._sum_table(p, rr, atype)
         ng = self.neuron[-1]
@@ -114,11 +142,38 @@ class DescrptSeA:
         index = xp.broadcast_to(index, tuple(rr.shape[:3]))
         return self.compress.contract(p["compress"]["table"], rr[..., 0], rr, index)
 
-    def _sum_nets(self, p: Params, rr: Any, atype: Any) -> Any:
-        """Sum over neighbours of G^T R (nf, nloc, ng, 4), G from the embedding nets."""
+    def _missing_slots(self, p: Params, atype: Any) -> Any:
+        """sum of G^T R (nf, nloc, ng, 4) over the slots of ``sel`` that a narrowed list leaves
+        out: empty for every atom, each is the row -davg/dstd of its centre type and slot."""
+        xp = namespace(p["davg"])
+        starts = np.cumsum((0, *self.sel))
+        ng = self.neuron[-1]
+        rows = -p["davg"] / p["dstd"]  # (ntypes, nnei, 4): the rows of empty slots
+        per_type = []
+        for ti in range(self.ntypes):
+            total = xp.zeros((ng, 4), dtype=rows.dtype)
+            for tj, width in enumerate(self.list_sel):
+                key = (tj,) if self.embeddings.ndim == 1 else (ti, tj)
+                net = self.embeddings.net(key)
+                if net is None:
+                    continue
+                r = rows[ti, int(starts[tj]):int(starts[tj + 1])]  # (sel[tj], 4)
+                g = net(self.embeddings.params(p["embeddings"], key), r[:, 0:1])
+                left_out = xp.astype(xp.arange(self.sel[tj]) >= width, r.dtype)[:, None]
+                total = total + xp.matmul(xp.permute_dims(g, (1, 0)), r * left_out)
+            per_type.append(total)
+        table = xp.stack(per_type)  # (ntypes, ng, 4)
+        nf, nloc = atype.shape
+        return xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0), (nf, nloc, ng, 4))
+
+    def _sum_nets(self, p: Params, rr: Any, atype: Any, sections: tuple[Any, ...]) -> Any:
+        """Sum over neighbours of G^T R (nf, nloc, ng, 4), G from the embedding nets; the list's
+        type sections have ``sections`` columns."""
         xp = namespace(rr)
         nf, nloc = rr.shape[:2]
-        starts = np.cumsum((0, *self.sel))
+        starts = [0]
+        for w in sections:
+            starts.append(starts[-1] + w)
         ng = self.neuron[-1]
         gr = xp.zeros((nf, nloc, ng, 4), dtype=rr.dtype)
         keys = list(itertools.product(range(self.ntypes), repeat=self.embeddings.ndim))
@@ -126,7 +181,7 @@ class DescrptSeA:
                                                    for k in keys)
         if by_centre:  # one pass per neighbour type, each atom through its own centre's net
             for tj in range(self.ntypes):
-                tr = rr[:, :, int(starts[tj]):int(starts[tj + 1]), :]
+                tr = rr[:, :, starts[tj]:starts[tj + 1], :]
                 nets = [(ti, tj) for ti in range(self.ntypes)]
                 gg = self.embeddings.net(nets[0]).call_selected(
                     [self.embeddings.params(p["embeddings"], k) for k in nets], tr[..., 0:1],
@@ -138,7 +193,7 @@ class DescrptSeA:
             net = self.embeddings.net(key)
             if net is None:
                 continue
-            tr = rr[:, :, int(starts[tj]):int(starts[tj + 1]), :]
+            tr = rr[:, :, starts[tj]:starts[tj + 1], :]
             gg = net(self.embeddings.params(p["embeddings"], key), tr[..., 0:1])
             contrib = xp.matmul(xp.permute_dims(gg, (0, 1, 3, 2)), tr)
             if not self.type_one_side:
