@@ -17,12 +17,12 @@ nlist (nf, nloc, nnei) int64, mapping (nf, nall) int64, with symbolic nf, nall, 
 ``*_no_ghost`` variants are not needed) and nnei = sum(sel) fixed. They are exported for CPU and
 CUDA. Loading imports jax, numpy and h5py only, never ``polypot.model``.
 
-Uncompressed se_e2_a files also hold polypot's ``@variables.stablehlo_narrow`` (older readers
-and DeePMD-kit ignore it): the default program for neighbour lists cut after the last column
-any atom uses in each type section, which is passed as one array per type, (nf, nloc, w_t) with
-symbolic w_t <= sel[t] (``polypot.sections`` holds sel). ``run`` cuts the full list itself and
-uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer padded slots
-through the embedding nets (water, sel [46, 92]: [36, 68] columns used).
+se_e2_a files (plain or compressed) also hold polypot's ``@variables.stablehlo_narrow``
+(older readers and DeePMD-kit ignore it): the default program for neighbour lists cut after the
+last column any atom uses in each type section, passed as one array per type, (nf, nloc, w_t)
+with symbolic w_t <= sel[t] (``polypot.sections`` holds sel). ``run`` cuts the full list itself
+and uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer padded
+slots through the embedding nets (water, sel [46, 92]: [36, 68] columns used).
 """
 
 from __future__ import annotations

@@ -82,8 +82,14 @@ def _whole(*dims: Any) -> bool:
     return n <= WHOLE_SYSTEM_PAIRS
 
 
-def _per_chunk(nnei: int, pairs: int = CHUNK_PAIRS) -> int:
+#: neighbours per row assumed by ``_per_chunk`` when nnei is symbolic (narrowed lists)
+SYMBOLIC_NNEI = 128
+
+
+def _per_chunk(nnei: Any, pairs: int = CHUNK_PAIRS) -> int:
     """Rows (atoms) per chunk for about ``pairs`` (atom, neighbour) pairs."""
+    if not isinstance(nnei, int):
+        nnei = SYMBOLIC_NNEI
     return max(1, pairs // max(nnei, 1))
 
 

@@ -220,10 +220,26 @@ def test_hlo_narrow_program_matches_the_full_list(frozen_dir):
     assert frozen._widths == [46, before[1]]
 
 
-def test_hlo_narrow_program_only_for_uncompressed_se_e2_a(frozen_dir):
+def test_hlo_narrow_program_only_for_se_e2_a(frozen_dir):
     for name in FIXTURE_MODELS:
         frozen = load_frozen(frozen_dir / f"{name}.hlo")
         assert (frozen._narrow is not None) == (name == "se_e2_a"), name
+
+
+def test_hlo_narrow_program_of_a_compressed_model(models, tmp_path):
+    from polypot.model.compress import compress_model
+
+    model, params = models["se_e2_a"]
+    cmodel, cparams = compress_model(model, params, 0.9)
+    freeze(tmp_path / "c.hlo", cmodel, cparams)
+    frozen = load_frozen(tmp_path / "c.hlo")
+    nd = _neighbors(cmodel, "se_e2_a", "periodic")
+    d = {"coord": nd.coord, "atype": nd.atype, "nlist": nd.nlist, "mapping": nd.mapping}
+    got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    assert frozen._narrow is not None and frozen._widths[1] < 92
+    full = _run_full(frozen, d)
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 def test_freeze_is_atomic(models, tmp_path, monkeypatch):

@@ -88,11 +88,14 @@ def test_narrowed_refuses_other_models():
         att.narrowed((4,))
 
 
-def test_compressed_models_are_not_narrowed():
+def test_compressed_narrowed_list_gives_the_full_list_energies():
+    """Compressed: the left-out slots' G comes from the table, as the other slots' does."""
     from polypot.model.compress import compress_model
 
-    model, params, _ = _case(False, [])
-    cmodel, _ = compress_model(model, params, 0.9)
-    assert not cmodel.narrowable
-    with pytest.raises(ValueError, match="uncompressed"):
-        cmodel.narrowed(SEL)
+    model, params, nd = _case(False, [])
+    cmodel, cparams = compress_model(model, params, 0.9)
+    full = cmodel.call_lower(cparams, nd.coord, nd.atype, nd.nlist, nd.mapping)
+    widths = _needed(nd.nlist)
+    got = cmodel.narrowed(tuple(widths)).call_lower(cparams, nd.coord, nd.atype,
+                                                    _cut(nd.nlist, widths), nd.mapping)
+    np.testing.assert_allclose(got["atom_energy"], full["atom_energy"], rtol=0, atol=1e-12)

@@ -91,9 +91,7 @@ class DescrptSeA:
         all lie there). The result is the same as with the full list: every slot left out is
         empty for every atom, and an empty slot contributes a constant per centre type (its row
         is -davg/dstd, not zero, as in DeePMD-kit), added by :meth:`_missing_slots`. Widths may
-        be symbolic (``jax.export``). Uncompressed descriptors only."""
-        if self.compress is not None:
-            raise ValueError("se_e2_a: narrowed neighbour lists need an uncompressed descriptor")
+        be symbolic (``jax.export``)."""
         if len(widths) != self.ntypes:
             raise ValueError(f"se_e2_a: {len(widths)} section widths for {self.ntypes} types")
         return dataclasses.replace(self, list_sel=tuple(widths))
@@ -117,24 +115,29 @@ class DescrptSeA:
                                 self._list_slots(p["dstd"]))
         keep = pair_exclude_mask(xp, self.ntypes, self.exclude_types, atype_ext, nlist)
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
+        sections = self.list_sel or self.sel
         if self.compress is None:
-            gr = self._sum_nets(p, rr, atype, self.list_sel or self.sel)
-            if self.list_sel is not None:
-                gr = gr + self._missing_slots(p, atype)
+            gr = self._sum_nets(p, rr, atype, sections)
         else:
-            gr = self._sum_table(p, rr, atype)
+            gr = self._sum_table(p, rr, atype, sections)
+        if self.list_sel is not None:
+            gr = gr + self._missing_slots(p, atype)
         ng = self.neuron[-1]
         gr = gr / self.nnei
         gr1 = gr[:, :, : self.axis_neuron, :]
         d = xp.matmul(gr, xp.permute_dims(gr1, (0, 1, 3, 2)))
         return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
 
-    def _sum_table(self, p: Params, rr: Any, atype: Any) -> Any:
+    def _sum_table(self, p: Params, rr: Any, atype: Any, sections: tuple[Any, ...]) -> Any:
         """Compressed sum over neighbours of G^T R (nf, nloc, ng, 4), G from the tables.
 
-        rr: (nf, nloc, nnei, 4) normalised rows; atype: (nf, nloc) centre types."""
+        rr: (nf, nloc, nnei, 4) normalised rows, type sections of ``sections`` columns;
+        atype: (nf, nloc) centre types."""
         xp = namespace(rr)
-        tj = xp.asarray(np.repeat(np.arange(self.ntypes), self.sel), dtype=atype.dtype)
+        if tuple(sections) == tuple(self.sel):
+            tj = xp.asarray(np.repeat(np.arange(self.ntypes), self.sel), dtype=atype.dtype)
+        else:  # widths may be symbolic
+            tj = xp.concat([xp.full((w,), t, dtype=atype.dtype) for t, w in enumerate(sections)])
         # table index as NetworkCollection.index: t_j (one side) or t_i + t_j * ntypes
         index = tj[None, None, :] * (self.ntypes if self.embeddings.ndim == 2 else 1)
         if self.embeddings.ndim == 2:
@@ -158,8 +161,14 @@ class DescrptSeA:
                 if net is None:
                     continue
                 r = rows[ti, int(starts[tj]):int(starts[tj + 1])]  # (sel[tj], 4)
-                g = net(self.embeddings.params(p["embeddings"], key), r[:, 0:1])
                 left_out = xp.astype(xp.arange(self.sel[tj]) >= width, r.dtype)[:, None]
+                if self.compress is not None:  # G from the table, as for the other slots
+                    index = xp.full((1, self.sel[tj]), self.embeddings.index(key, self.ntypes))
+                    total = total + self.compress.contract(p["compress"]["table"],
+                                                           r[None, :, 0], (r * left_out)[None],
+                                                           index)[0]
+                    continue
+                g = net(self.embeddings.params(p["embeddings"], key), r[:, 0:1])
                 total = total + xp.matmul(xp.permute_dims(g, (1, 0)), r * left_out)
             per_type.append(total)
         table = xp.stack(per_type)  # (ntypes, ng, 4)
