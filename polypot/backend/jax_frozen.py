@@ -253,7 +253,7 @@ class JaxFrozenModel:
                 raise error(f"{source}: program {key!r} is missing")
             self._programs[atomic] = _deserialize(variables[key], key, source)
         self.coord_dtype = np.dtype(self._programs[False].in_avals[0].dtype)
-        # narrowed neighbour lists (files from polypot >= 0.x with an se_e2_a model)
+        # narrowed neighbour lists: se_e2_a files frozen since the narrow program was added
         self._narrow = None
         self.sections: list[int] | None = None
         if variables.get(NARROW_PROGRAM) is not None and isinstance(info.get("sections"), list):
