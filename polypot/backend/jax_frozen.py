@@ -20,7 +20,7 @@ CUDA. Loading imports jax, numpy and h5py only, never ``polypot.model``.
 se_e2_a files (plain or compressed) also hold polypot's ``@variables.stablehlo_narrow``
 (older readers and DeePMD-kit ignore it): the default program for neighbour lists cut after the
 last column any atom uses in each type section, passed as one array per type, (nf, nloc, w_t)
-with symbolic w_t <= sel[t] (``polypot.sections`` holds sel). ``run`` cuts the full list itself
+with symbolic w_t <= sel[t] (sel as in the metadata). ``run`` cuts the full list itself
 and uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer padded
 slots through the embedding nets (water, sel [46, 92]: [36, 68] columns used).
 """
@@ -208,7 +208,6 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
     }
     if narrow:
         doc["polypot"]["programs"][NARROW_PROGRAM] = "narrow"
-        doc["polypot"]["sections"] = [int(s) for s in model.sel]
     doc.update(software="polypot", version=__version__, time=str(datetime.now(UTC)))
     _write_h5(path, doc)
 
@@ -256,10 +255,11 @@ class JaxFrozenModel:
         # narrowed neighbour lists: se_e2_a files frozen since the narrow program was added
         self._narrow = None
         self.sections: list[int] | None = None
-        if variables.get(NARROW_PROGRAM) is not None and isinstance(info.get("sections"), list):
+        sel = self.metadata.get("sel")
+        if variables.get(NARROW_PROGRAM) is not None and isinstance(sel, list):
             self._narrow = jax.jit(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
                                                 source).call)
-            self.sections = [int(s) for s in info["sections"]]
+            self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
 
     def _call(self, atomic: bool) -> Callable[..., Any]:

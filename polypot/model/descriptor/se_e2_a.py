@@ -22,6 +22,15 @@ from ..precision import canonical, to_dtype
 from ..registry import register_descriptor
 
 
+def _starts(widths: tuple[Any, ...]) -> list[Any]:
+    """Column where each type section starts, and the total: [0, w0, w0 + w1, ...] (Python
+    ints, or symbolic dimensions under ``jax.export``)."""
+    out = [0]
+    for w in widths:
+        out.append(out[-1] + w)
+    return out
+
+
 @register_descriptor("se_e2_a", "se_a")
 @dataclass(frozen=True)
 class DescrptSeA:
@@ -101,9 +110,9 @@ class DescrptSeA:
         xp = namespace(x)
         if self.list_sel is None:
             return x
-        starts = np.cumsum((0, *self.sel))
-        return xp.concat([x[:, int(starts[t]):int(starts[t]) + w]
-                          for t, w in enumerate(self.list_sel)], axis=1)
+        starts = _starts(self.sel)
+        return xp.concat([x[:, starts[t]:starts[t] + w] for t, w in enumerate(self.list_sel)],
+                         axis=1)
 
     def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
                  mapping: Any = None) -> Any:
@@ -134,9 +143,9 @@ class DescrptSeA:
         rr: (nf, nloc, nnei, 4) normalised rows, type sections of ``sections`` columns;
         atype: (nf, nloc) centre types."""
         xp = namespace(rr)
-        if tuple(sections) == tuple(self.sel):
-            tj = xp.asarray(np.repeat(np.arange(self.ntypes), self.sel), dtype=atype.dtype)
-        else:  # widths may be symbolic
+        if all(isinstance(w, (int, np.integer)) for w in sections):
+            tj = xp.asarray(np.repeat(np.arange(self.ntypes), sections), dtype=atype.dtype)
+        else:  # symbolic widths (jax.export)
             tj = xp.concat([xp.full((w,), t, dtype=atype.dtype) for t, w in enumerate(sections)])
         # table index as NetworkCollection.index: t_j (one side) or t_i + t_j * ntypes
         index = tj[None, None, :] * (self.ntypes if self.embeddings.ndim == 2 else 1)
@@ -149,7 +158,7 @@ class DescrptSeA:
         """sum of G^T R (nf, nloc, ng, 4) over the slots of ``sel`` that a narrowed list leaves
         out: empty for every atom, each is the row -davg/dstd of its centre type and slot."""
         xp = namespace(p["davg"])
-        starts = np.cumsum((0, *self.sel))
+        starts = _starts(self.sel)
         ng = self.neuron[-1]
         rows = -p["davg"] / p["dstd"]  # (ntypes, nnei, 4): the rows of empty slots
         per_type = []
@@ -160,7 +169,7 @@ class DescrptSeA:
                 net = self.embeddings.net(key)
                 if net is None:
                     continue
-                r = rows[ti, int(starts[tj]):int(starts[tj + 1])]  # (sel[tj], 4)
+                r = rows[ti, starts[tj]:starts[tj + 1]]  # (sel[tj], 4)
                 left_out = xp.astype(xp.arange(self.sel[tj]) >= width, r.dtype)[:, None]
                 if self.compress is not None:  # G from the table, as for the other slots
                     index = xp.full((1, self.sel[tj]), self.embeddings.index(key, self.ntypes))
@@ -180,9 +189,7 @@ class DescrptSeA:
         type sections have ``sections`` columns."""
         xp = namespace(rr)
         nf, nloc = rr.shape[:2]
-        starts = [0]
-        for w in sections:
-            starts.append(starts[-1] + w)
+        starts = _starts(sections)
         ng = self.neuron[-1]
         gr = xp.zeros((nf, nloc, ng, 4), dtype=rr.dtype)
         keys = list(itertools.product(range(self.ntypes), repeat=self.embeddings.ndim))
