@@ -19,10 +19,14 @@ the backward pass is ordinary JAX code.
 repformer layer) evaluate the model chunk by chunk of centre atoms, each chunk rematerialised in
 the backward pass (``jax.checkpoint``): peak memory follows the chunk, not the system, and the
 working set of a chunk stays in cache. Chunk sizes, in (centre, neighbour) pairs:
-``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048);
+``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048), and
+for the table kernels ``POLYPOT_TABLE_CHUNK_PAIRS`` (default 2048);
 smaller values lower the memory further (read when this module is imported; they shape the
 program when a model is traced, i.e. at freeze time for ``.hlo`` files). Systems of known size
 up to ``WHOLE_SYSTEM_PAIRS`` stay whole.
+
+All of this is for CPUs. A program compiled for another platform (a GPU) evaluates the whole
+system at once instead (``_on_cpu``); a frozen ``.hlo`` holds both and the platform picks.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ import jax.numpy as jnp
 from ..kernels import register_kernel
 
 #: (atom, neighbour) pairs per chunk: G and dG/ds of a chunk (pairs x width doubles each) fit
-#: in the L2/L3 caches of a CPU
-CHUNK_PAIRS = 2048
+#: in the L2/L3 caches of a CPU. Override with POLYPOT_TABLE_CHUNK_PAIRS
+CHUNK_PAIRS = int(os.environ.get("POLYPOT_TABLE_CHUNK_PAIRS", "2048"))
 #: (centre, neighbour) pairs per chunk of ``centre_chunks`` (whole descriptor + fitting net per
 #: chunk; measured on 2 cores: 2048-8192 all beat the unchunked program, 16384+ are slower).
 #: Override with POLYPOT_CENTRE_CHUNK_PAIRS
@@ -50,6 +54,8 @@ CENTRE_CHUNK_PAIRS = int(os.environ.get("POLYPOT_CENTRE_CHUNK_PAIRS", "4096"))
 #: (DPA-2 medium, 1536 atoms, 2 cores: 1024-2048 pairs 5.9 s/step, 8192 6.8 s, 32768 8.7 s).
 #: Override with POLYPOT_ROW_CHUNK_PAIRS (smaller: less memory)
 ROW_CHUNK_PAIRS = int(os.environ.get("POLYPOT_ROW_CHUNK_PAIRS", "2048"))
+#: chunk on GPUs too (less memory, slower; see ``_on_cpu``): POLYPOT_GPU_CHUNKS=1
+GPU_CHUNKS = os.environ.get("POLYPOT_GPU_CHUNKS", "") not in ("", "0")
 #: systems of known size (training batches, models called directly) with at most this many
 #: (centre, neighbour) pairs are evaluated whole by ``centre_chunks`` and ``row_chunks``:
 #: rematerialised chunks pay for large systems, but second derivatives (the force loss of
@@ -59,17 +65,43 @@ WHOLE_SYSTEM_PAIRS = 131072
 NCOEF = 6
 
 
-def _chunked(fn: Any, ch: int, *arrays: Any) -> Any:
+def _chunked(fn: Any, ch: int, *arrays: Any, whole: Any = None) -> Any:
     """``fn`` over chunks of the leading (row) axis of ``arrays``, outputs concatenated.
 
     Rows are padded with zeros up to whole chunks (the count may be symbolic under
-    ``jax.export``: k * ch - n is a whole number of chunks for the shape checker)."""
-    n = arrays[0].shape[0]
-    k = (n + ch - 1) // ch
-    padded = [jnp.concatenate([a, jnp.zeros((k * ch - n, *a.shape[1:]), a.dtype)])
-              .reshape(k, ch, *a.shape[1:]) for a in arrays]
-    out = jax.lax.map(lambda xs: fn(*xs), padded)
-    return jax.tree.map(lambda o: o.reshape(k * ch, *o.shape[2:])[:n], out)
+    ``jax.export``: k * ch - n is a whole number of chunks for the shape checker).
+    ``whole``: a function like ``fn`` that takes any number of rows; off CPUs it then takes
+    all rows at once instead (:func:`_on_cpu`)."""
+
+    def mapped() -> Any:
+        n = arrays[0].shape[0]
+        k = (n + ch - 1) // ch
+        padded = [jnp.concatenate([a, jnp.zeros((k * ch - n, *a.shape[1:]), a.dtype)])
+                  .reshape(k, ch, *a.shape[1:]) for a in arrays]
+        out = jax.lax.map(lambda xs: fn(*xs), padded)
+        return jax.tree.map(lambda o: o.reshape(k * ch, *o.shape[2:])[:n], out)
+
+    if whole is None:
+        return mapped()
+    return _on_cpu(mapped, lambda: whole(*arrays))
+
+
+#: the platform whose programs are chunked (tests set another to run the other branch on CPU)
+_CHUNK_PLATFORM = "cpu"
+
+
+def _on_cpu(chunked: Any, whole: Any) -> Any:
+    """``chunked()`` in programs compiled for a CPU, ``whole()`` in those compiled for another
+    platform (a GPU), unless POLYPOT_GPU_CHUNKS is set.
+
+    Chunks sized for CPU caches make a GPU run hundreds of small ``lax.map`` steps one after
+    another: DPA-1 L=0, float64, 12288 atoms, one model call on an H200 took 54 ms in the
+    default chunks and 15 ms whole (``bench/gpu.sh``). Both functions are traced, and the
+    platform picks one when the program is compiled (``jax.lax.platform_dependent``), so a
+    frozen ``.hlo`` (lowered for CPU and CUDA) holds both."""
+    if GPU_CHUNKS:
+        return chunked()
+    return jax.lax.platform_dependent(**{_CHUNK_PLATFORM: chunked}, default=whole)
 
 
 def _whole(*dims: Any) -> bool:
@@ -127,7 +159,7 @@ def _contract_value(spec: Any, table: Any, s: Any, rr: Any, index: Any) -> Any:
         (g,) = _values(spec, coef, s_, index_, slope=False)
         return jnp.einsum("anm,anc->amc", g, rr_)
 
-    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index)
+    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, whole=chunk)
 
 
 # the forward rule calls the plain function, not the custom_vjp one: an outer JVP (the Hessian's
@@ -148,7 +180,7 @@ def _contract_bwd(spec: Any, res: Any, h: Any) -> tuple[Any, ...]:
         both = jnp.einsum("aknm,amc->aknc", jnp.stack([g, dg], axis=1), h_)
         return jnp.sum(both[:, 1] * rr_, axis=-1) * inside, both[:, 0]
 
-    ds, drr = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, h)
+    ds, drr = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, h, whole=chunk)
     return None, ds, drr, None
 
 
@@ -168,7 +200,7 @@ def _typed_value(cfg: tuple[Any, bool], table: Any, ttab: Any, s: Any, rr: Any, 
         gg = g * (1.0 + (w_[..., None] * t if weighted else t))
         return jnp.einsum("anm,anc->amc", gg, rr_)
 
-    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w)
+    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, whole=chunk)
 
 
 _typed = functools.partial(jax.custom_vjp, nondiff_argnums=(0,))(_typed_value)
@@ -196,7 +228,7 @@ def _typed_bwd(cfg: tuple[Any, bool], res: Any, h: Any) -> tuple[Any, ...]:
         dw = jnp.sum(out[:, 2] * rr_, axis=-1) if weighted else jnp.zeros_like(ds)
         return ds, out[:, 0], dw
 
-    ds, drr, dw = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, h)
+    ds, drr, dw = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, h, whole=chunk)
     return None, None, ds, drr, None, dw if weighted else None
 
 
@@ -282,18 +314,22 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
 
     ``max_nnei``: a fixed bound of nnei that sizes the chunks (in centres) when nnei is
     symbolic (narrowed neighbour lists under ``jax.export``); such lists are always chunked.
+
+    Programs compiled for a platform other than the CPU call ``fn`` on the whole system
+    (``_on_cpu``).
     """
     nf, nloc, nnei = nlist.shape
     if not isinstance(nnei, int):
         if max_nnei is None:
             raise ValueError("centre_chunks: a symbolic nnei needs max_nnei")
-        return _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy,
-                              _per_chunk(max_nnei, CENTRE_CHUNK_PAIRS))
-    ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
-    if _whole(nf, nloc, nnei) or (isinstance(nf, int) and isinstance(nloc, int)
-                                  and nf * nloc <= ch):
-        return fn(coord_ext, atype_ext, nlist)  # the whole system as it is
-    return _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy, ch)
+        ch = _per_chunk(max_nnei, CENTRE_CHUNK_PAIRS)
+    else:
+        ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
+        if _whole(nf, nloc, nnei) or (isinstance(nf, int) and isinstance(nloc, int)
+                                      and nf * nloc <= ch):
+            return fn(coord_ext, atype_ext, nlist)  # the whole system as it is
+    return _on_cpu(lambda: _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy, ch),
+                   lambda: fn(coord_ext, atype_ext, nlist))
 
 
 def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int,
@@ -380,7 +416,8 @@ def row_chunks(fn: Any, shared: tuple, rows: tuple, nnei: int) -> Any:
     (a DPA-2 repformer layer: its rows and the extended g1). Each chunk of about
     ``ROW_CHUNK_PAIRS`` (centre, neighbour) pairs is rematerialised in the backward pass
     (``jax.checkpoint``), so the layer's per-pair intermediates (attention maps, gathered
-    neighbour features) exist for one chunk at a time; only the layer's inputs are kept."""
+    neighbour features) exist for one chunk at a time; only the layer's inputs are kept.
+    Off CPUs all rows go through ``fn`` at once (``_on_cpu``)."""
     nf, n = rows[0].shape[:2]
     ch = _per_chunk(nnei, ROW_CHUNK_PAIRS)
     if _whole(nf, n, nnei) or (isinstance(n, int) and n <= ch):
@@ -390,7 +427,8 @@ def row_chunks(fn: Any, shared: tuple, rows: tuple, nnei: int) -> Any:
         out = fn(*shared, *(jnp.moveaxis(x, 0, 1) for x in xs))
         return jax.tree.map(lambda o: jnp.moveaxis(o, 1, 0), out)
 
-    out = _chunked(jax.checkpoint(chunk), ch, *(jnp.moveaxis(a, 1, 0) for a in rows))
+    out = _chunked(jax.checkpoint(chunk), ch, *(jnp.moveaxis(a, 1, 0) for a in rows),
+                   whole=chunk)
     return jax.tree.map(lambda o: jnp.moveaxis(o, 0, 1), out)
 
 

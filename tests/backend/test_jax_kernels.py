@@ -255,3 +255,55 @@ def test_inference_program_runs_each_chunk_once(monkeypatch):
 
     assert remat(jax.make_jaxpr(jax.grad(energy))(args[0]))
     assert not remat(jax.make_jaxpr(lower_function(model))(params, *args))
+
+
+# ---- chunks on CPUs, whole systems elsewhere ----------------------------------------------------
+def _exported(model, params, platforms, monkeypatch, narrow: bool = False):
+    from polypot.backend import jax_frozen
+
+    monkeypatch.setattr(jax_frozen, "PLATFORMS", platforms)
+    return jax.export.deserialize(bytearray(jax_frozen.export_program(model, params, False,
+                                                                      narrow)))
+
+
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0", "se_atten_l0-compressed", "dpa2"])
+def test_frozen_programs_chunk_on_cpu_only(name, monkeypatch, tmp_path):
+    """A frozen program lowered for a CPU loops over chunks (``lax.map``, a ``while`` loop);
+    lowered for CUDA it evaluates the whole system at once (no loop: centre chunks, table
+    chunks, DPA-2's repformer rows). With the chunked platform set to another one, the CPU runs
+    that whole-system program (36-atom cluster), which gives the chunked program's energies,
+    forces and virials."""
+    import polypot.backend.jax_kernels as kernels
+    from polypot.io.model_file import load_model
+    from polypot.neighbor import build_neighbor_data
+
+    base = name.removesuffix("-compressed")
+    path = FIXTURES / base / "model.dp"
+    if name.endswith("-compressed"):
+        path = tmp_path / "c.dp"
+        compress_file(FIXTURES / base / "model.dp", path)
+    model, params = load_model(path)[:2]
+    narrow = base == "se_e2_a"
+    cpu = _exported(model, params, ("cpu",), monkeypatch, narrow)
+    cuda = _exported(model, params, ("cuda",), monkeypatch, narrow)
+    assert "stablehlo.while" in cpu.mlir_module()
+    assert "stablehlo.while" not in cuda.mlir_module()
+
+    monkeypatch.setattr(kernels, "_CHUNK_PLATFORM", "cuda")
+    whole_on_cpu = _exported(model, params, ("cpu",), monkeypatch, narrow)
+    assert "stablehlo.while" not in whole_on_cpu.mlir_module()
+    coord, _, atype = fixture_frames(base, "cluster")
+    nd = build_neighbor_data(coord[:1], None, atype, model.rcut, model.sel)
+    from polypot.backend.jax_frozen import _pad_atoms
+
+    c, t, m = _pad_atoms(nd.coord, nd.atype, nd.mapping)
+    nl = [nd.nlist]
+    if narrow:
+        starts = np.cumsum([0, *model.sel])
+        nl = [nd.nlist[..., a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    got = whole_on_cpu.call(c, t, *nl, m)
+    want = cpu.call(c, t, *nl, m)
+    for key in ("energy", "force", "virial", "atom_energy"):
+        w = np.asarray(want[key])
+        np.testing.assert_allclose(np.asarray(got[key]), w, rtol=0,
+                                   atol=1e-10 * max(1.0, float(np.max(np.abs(w)))), err_msg=key)
