@@ -96,8 +96,11 @@ def _empty_pairs() -> Pairs:
 
 
 def new_calculator(rcut: float) -> vesin.NeighborList:
-    """vesin full-list calculator for cutoff ``rcut`` (Å); reusable across frames."""
-    return vesin.NeighborList(cutoff=rcut, full_list=True)
+    """vesin half-list calculator for cutoff ``rcut`` (Å); reusable across frames.
+
+    :func:`find_pairs` adds each pair's reverse: vesin takes half the time for a half list
+    (12288 water atoms, 6 Å: 54 against 108 ms), and the copy costs a few ms."""
+    return vesin.NeighborList(cutoff=rcut, full_list=False)
 
 
 def find_pairs(
@@ -133,16 +136,18 @@ def find_pairs(
     if len(i) == 0:
         return _empty_pairs()
     shift = np.asarray(shift).reshape(-1, 3)
-    # the range always contains the zero shift, so its code never aliases another one
-    # (per column: a reduction over axis 0 of an (n, 3) array is much slower)
-    low = np.array([min(int(shift[:, k].min()), 0) for k in range(3)], dtype=np.int64)
-    high = np.array([max(int(shift[:, k].max()), 0) for k in range(3)], dtype=np.int64)
-    code = ShiftCode(low, high - low + 1)
+    # a range symmetric about the zero shift: it holds the reversed pairs' shifts -S, whose
+    # codes are then nshift - 1 - code(S) (per column: a reduction over axis 0 of an (n, 3)
+    # array is much slower)
+    reach = np.array([max(-int(shift[:, k].min()), int(shift[:, k].max()), 0) for k in range(3)],
+                     dtype=np.int64)
+    code = ShiftCode(-reach, 2 * reach + 1)
+    half = code.encode(shift)
     pairs = Pairs(
-        np.asarray(i).astype(np.int64),
-        np.asarray(j).astype(np.int64),
-        code.encode(shift),
-        np.array(dist, dtype=np.float64),
+        np.concatenate([i, j]).astype(np.int64, copy=False),
+        np.concatenate([j, i]).astype(np.int64, copy=False),
+        np.concatenate([half, code.nshift - 1 - half]),
+        np.concatenate([dist, dist]).astype(np.float64, copy=False),
         code,
     )
     if cell is None:
