@@ -9,9 +9,9 @@
 #   gpuchunks  POLYPOT_GPU_CHUNKS=1: the CPU chunks on the GPU too (polypot before 2026-11-27)
 #   reference  POLYPOT_NO_KERNELS=1: the model's reference code, no JAX kernels
 # then: a 192-atom check of every file against the NumPy reference (.dp), bench/alternate.py
-# (alternated calls, neighbour list and model timed apart) at each size, and the harness
-# bench/md_step.py (default freezes). Python packages the machine's image lacks are installed
-# from .whl/ when that folder is present.
+# (alternated calls, neighbour list and model timed apart) at each size, the harness
+# bench/md_step.py (default freezes) and bench/md.py (ASE MD steps, Verlet list). Python
+# packages the machine's image lacks are installed from .whl/ when that folder is present.
 set -uo pipefail
 OUT=${OUT:-/tmp/polypot-gpu}
 WORK=${WORK:-/tmp/polypot-gpu-work}
@@ -76,4 +76,7 @@ log "md_step.py"
 timeout "$STEP_S" "$PY" bench/md_step.py --backends jax --models dpa1_l0 --precisions float64 \
     --sizes $SIZES --compressed --threads "$(nproc)" --repeats 5 --warmup 2 \
     --workdir "$WORK/md" --csv "$OUT/md_step.csv" --png "$OUT/md_step.png" | tee -a "$OUT/md_step.md"
+log "md.py: ASE velocity Verlet through the calculator (its Verlet list, skin 1 A)"
+timeout "$STEP_S" "$PY" bench/md.py --backends jax --model-size dpa1_l0 --sizes $SIZES \
+    --steps 20 --warmup 3 --threads "$(nproc)" --csv "$OUT/md.csv" | tee -a "$OUT/md.md"
 log done
