@@ -6,7 +6,7 @@
 #
 # Each model is frozen three times (chunk sizes shape the program at freeze time):
 #   default    as `polypot freeze` does: chunks on CPUs, the whole system at once on GPUs
-#   gpuchunks  POLYPOT_GPU_CHUNKS=1: the CPU chunks on the GPU too (polypot before 2026-11-27)
+#   gpuchunks  POLYPOT_GPU_CHUNKS=1: the CPU chunks on the GPU too (every .hlo before 1a7f6f5)
 #   reference  POLYPOT_NO_KERNELS=1: the model's reference code, no JAX kernels
 # then: a 192-atom check of every file against the NumPy reference (.dp), bench/alternate.py
 # (alternated calls, neighbour list and model timed apart) at each size, the harness
