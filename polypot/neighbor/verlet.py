@@ -21,6 +21,7 @@ class _Candidates(NamedTuple):
     atype: (natoms,) int64. i, j: (ncand,) int64 centre and extended neighbour index of every
     pair within rcut + skin; tie: (ncand,) int64 the neighbours' order key
     (:func:`~polypot.neighbor.extend.extended_rank`); section: (ncand,) int64.
+    per_centre: (natoms,) int64 candidates of each centre (they are stored in centre order).
     mapping: (nall,) int64; shift: (nall, 3) float64 cell shift of each extended atom;
     ext_atype: (nall,) int64.
     """
@@ -32,6 +33,7 @@ class _Candidates(NamedTuple):
     j: np.ndarray
     tie: np.ndarray
     section: np.ndarray
+    per_centre: np.ndarray
     mapping: np.ndarray
     shift: np.ndarray
     ext_atype: np.ndarray
@@ -106,7 +108,8 @@ class VerletNeighbors:
         order = _sort_pairs(pairs.i * nsec + section, pairs.dist, tie, nloc * nsec, reach)
         self._state = _Candidates(crd.copy(), None if frame_cell is None else frame_cell.copy(),
                                   typ.copy(), pairs.i[order], ext.neighbor[order], tie[order],
-                                  section[order], ext.mapping, ext.shift, ext.atype)
+                                  section[order], np.bincount(pairs.i, minlength=nloc),
+                                  ext.mapping, ext.shift, ext.atype)
         self.builds += 1
 
     def _select(self, coord: np.ndarray, cell: np.ndarray | None) -> NeighborData:
@@ -116,15 +119,23 @@ class VerletNeighbors:
         ext64 = coord.astype(np.float64)[s.mapping]
         if cell is not None and s.mapping.size > nloc:
             ext64[nloc:] += s.shift[nloc:] @ cell
-        delta = np.take(ext64, s.j, axis=0)  # np.take: ~3x faster than ext64[s.j] here
-        delta -= np.take(ext64, s.i, axis=0)
-        dist = np.sqrt(np.einsum("ij,ij->i", delta, delta))
+        # one axis at a time (1-D np.take), the centres' coordinates repeated (candidates are in
+        # centre order): 27 against 39 ms for 1.75 million candidates (12288 water atoms)
+        dist = np.zeros(s.j.size)
+        for axis in np.ascontiguousarray(ext64.T):
+            d = np.take(axis, s.j)
+            d -= np.repeat(axis[:nloc], s.per_centre)
+            d *= d
+            dist += d
+        dist = np.sqrt(dist, out=dist)
         inside = np.flatnonzero(dist < self.rcut)
         sec = section_pairs(s.i[inside], s.section[inside], dist[inside], s.tie[inside], nloc,
                             self.sel, self.rcut, nearly_sorted=True)
         kept = inside[sec.kept]
-        nlist = np.full((1, nloc, int(self.sel.sum())), -1, dtype=np.int64)
-        nlist[0, s.i[kept], sec.slot] = s.j[kept]
+        nnei = int(self.sel.sum())
+        nlist = np.full(nloc * nnei, -1, dtype=np.int64)
+        nlist[s.i[kept] * nnei + sec.slot] = s.j[kept]
+        nlist = nlist.reshape(1, nloc, nnei)
         if sec.dropped.any():
             warnings.warn(_overflow_message(sec.dropped, sec.max_found, self.sel, self.mixed,
                                             self.rcut), UserWarning, stacklevel=3)
