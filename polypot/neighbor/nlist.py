@@ -66,19 +66,32 @@ def _sort_pairs(
     """Permutation ordering pairs by (group, dist, tie); all inputs (npair,).
 
     Packs the group and the distance quantised to ``rcut * 2**-bits`` into one int64
-    (a single fast argsort); pairs whose keys collide are re-ordered by ``tie``.
+    (a single fast sort: of the keys with each pair's index in their low bits where the bits
+    allow, else an argsort); pairs whose keys collide are re-ordered by ``tie``.
     ``nearly_sorted``: the pairs come almost in order (a Verlet list sorted at its last
     rebuild); a stable sort (timsort, about 10x faster on such input, 5x slower on random
     input) gives the same permutation.
     """
-    dist_bits = _KEY_BITS - max(1, int(ngroups - 1).bit_length())
+    group_bits = max(1, int(ngroups - 1).bit_length())
+    dist_bits = _KEY_BITS - group_bits
     if dist_bits < _MIN_DIST_BITS:
         return np.lexsort((tie, dist, group))
     top = (1 << dist_bits) - 1
     quant = np.minimum((dist * (float(1 << dist_bits) / rcut)).astype(np.int64), top)
     key = (group << dist_bits) | quant
-    order = np.argsort(key, kind="stable" if nearly_sorted else None)
-    sorted_key = key[order]
+    index_bits = max(1, int(key.size - 1).bit_length())
+    if nearly_sorted or dist_bits - index_bits < _MIN_DIST_BITS:
+        order = np.argsort(key, kind="stable" if nearly_sorted else None)
+        sorted_key = key[order]
+    else:
+        # each pair's index packed below a coarser key (the top bits of ``key``): NumPy sorts
+        # values 4x faster than it argsorts them (1.1 million pairs: 12 against 46 ms); pairs
+        # whose coarse keys collide are re-ordered by the full key below, then by ``tie``
+        shift = index_bits
+        packed = ((key >> shift) << shift) | np.arange(key.size, dtype=np.int64)
+        packed.sort()
+        order = packed & ((1 << shift) - 1)
+        sorted_key = packed >> shift
     same = sorted_key[1:] == sorted_key[:-1]
     if same.any():
         in_run = np.zeros(order.size, dtype=bool)
