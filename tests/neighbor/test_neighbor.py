@@ -569,3 +569,19 @@ def test_large_system_keeps_only_needed_images() -> None:
     data = build_neighbor_data(coord, cell, atype, 6.0, [46, 92])
     assert (data.overflow == 0).all()
     assert data.coord.shape[1] < 3 * 12167
+
+
+@pytest.mark.parametrize("nearly_sorted", [False, True])
+@pytest.mark.parametrize("npair", [1, 7, 5000])
+def test_sort_pairs_orders_by_group_distance_tie(npair, nearly_sorted):
+    """The packed-key sort (and the stable one of Verlet steps) equals a lexicographic sort
+    by (group, distance, tie), with many exact distance ties among the pairs."""
+    from polypot.neighbor.nlist import _sort_pairs
+
+    rng = np.random.default_rng(npair)
+    group = rng.integers(0, 300, npair)
+    dist = rng.choice(rng.uniform(0.0, 6.0, 40), npair)
+    tie = rng.permutation(npair)
+    want = np.lexsort((tie, dist, group))
+    got = _sort_pairs(group, dist, tie, 300, 6.0, nearly_sorted)
+    np.testing.assert_array_equal(got, want)
