@@ -274,6 +274,7 @@ def test_frozen_programs_chunk_on_cpu_only(name, monkeypatch, tmp_path):
     that whole-system program (36-atom cluster), which gives the chunked program's energies,
     forces and virials."""
     import polypot.backend.jax_kernels as kernels
+    from polypot.backend.jax_frozen import _pad_atoms
     from polypot.io.model_file import load_model
     from polypot.neighbor import build_neighbor_data
 
@@ -294,8 +295,6 @@ def test_frozen_programs_chunk_on_cpu_only(name, monkeypatch, tmp_path):
     assert "stablehlo.while" not in whole_on_cpu.mlir_module()
     coord, _, atype = fixture_frames(base, "cluster")
     nd = build_neighbor_data(coord[:1], None, atype, model.rcut, model.sel)
-    from polypot.backend.jax_frozen import _pad_atoms
-
     c, t, m = _pad_atoms(nd.coord, nd.atype, nd.mapping)
     nl = [nd.nlist]
     if narrow:
