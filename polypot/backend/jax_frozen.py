@@ -61,6 +61,42 @@ FORMAT_VERSION = 1
 NALL_MULTIPLE = 128
 
 
+#: XLA options for the programs run on a CPU. By default XLA hands each matrix product to
+#: YNNPACK fused with the elementwise work around it; the fused embedding-net products ran at a
+#: third of the FLOP rate of a lone product (se_e2_a water, 1536 atoms, float64, 2 threads), and
+#: with products alone in YNNPACK (``INDIVIDUAL_DOT``) the model call took 5-15% less time
+#: (bench/README.md). Set POLYPOT_XLA_CPU_DEFAULTS=1 to compile with XLA's defaults.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+class _Compiled:
+    """``fn`` (an exported program's ``call``) compiled once per input shapes and dtypes, with
+    :data:`CPU_COMPILER_OPTIONS` when JAX runs on the CPU (XLA's defaults where the options are
+    unknown to this jaxlib)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._jit = jax.jit(fn)
+        self._executables: dict[tuple, Any] = {}
+
+    def __call__(self, *args: Any) -> Any:
+        key = tuple((a.shape, str(a.dtype)) for a in args)
+        executable = self._executables.get(key)
+        if executable is None:
+            executable = self._executables[key] = self._compile(args)
+        return executable(*args)
+
+    def _compile(self, args: tuple) -> Any:
+        lowered = self._jit.lower(*args)
+        if jax.default_backend() != "cpu" \
+                or os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") not in ("", "0"):
+            return lowered.compile()
+        try:
+            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+        except jax.errors.JaxRuntimeError:  # an option this jaxlib does not know
+            return lowered.compile()
+
+
 def _model_format_error() -> type[Exception]:
     from ..errors import ModelFormatError
 
@@ -257,14 +293,14 @@ class JaxFrozenModel:
         self.sections: list[int] | None = None
         sel = self.metadata.get("sel")
         if variables.get(NARROW_PROGRAM) is not None and isinstance(sel, list):
-            self._narrow = jax.jit(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
-                                                source).call)
+            self._narrow = _Compiled(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
+                                                  source).call)
             self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
-            self._calls[atomic] = jax.jit(self._programs[atomic].call)
+            self._calls[atomic] = _Compiled(self._programs[atomic].call)
         return self._calls[atomic]
 
     def run(self, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,

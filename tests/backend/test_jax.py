@@ -242,6 +242,31 @@ def test_hlo_narrow_program_of_a_compressed_model(models, tmp_path):
         np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
+def test_cpu_compiler_options(frozen_dir, monkeypatch):
+    """On the CPU the programs compile with ``CPU_COMPILER_OPTIONS`` (a different executable
+    from XLA's defaults, the same results); options this jaxlib does not know fall back to the
+    defaults instead of failing."""
+    d = dict(np.load(frozen_dir / "se_atten_l0-periodic-in.npz"))
+    coord, atype, mp = jax_frozen._pad_atoms(d["coord"], d["atype"], d["mapping"])
+    args = (coord, atype, d["nlist"], mp)
+
+    def compiled(options: dict | None, defaults: bool = False):
+        if options is not None:
+            monkeypatch.setattr(jax_frozen, "CPU_COMPILER_OPTIONS", options)
+        monkeypatch.setenv("POLYPOT_XLA_CPU_DEFAULTS", "1" if defaults else "")
+        program = load_frozen(frozen_dir / "se_atten_l0.hlo")._call(False)
+        out = {k: np.asarray(v) for k, v in program(*args).items()}
+        return next(iter(program._executables.values())).as_text(), out
+
+    text, out = compiled(None)
+    text_default, out_default = compiled(None, defaults=True)
+    assert text != text_default
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(out[key], out_default[key], rtol=1e-12, atol=1e-12)
+    text_unknown, _ = compiled({"xla_cpu_no_such_option": "1"})
+    assert text_unknown == text_default
+
+
 def test_freeze_is_atomic(models, tmp_path, monkeypatch):
     model, params = models["se_e2_a"]
     path = tmp_path / "m.hlo"
