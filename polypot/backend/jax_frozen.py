@@ -70,31 +70,19 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
-class _Compiled:
-    """``fn`` (an exported program's ``call``) compiled once per input shapes and dtypes, with
-    :data:`CPU_COMPILER_OPTIONS` when JAX runs on the CPU (XLA's defaults where the options are
-    unknown to this jaxlib)."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self._jit = jax.jit(fn)
-        self._executables: dict[tuple, Any] = {}
-
-    def __call__(self, *args: Any) -> Any:
-        key = tuple((a.shape, str(a.dtype)) for a in args)
-        executable = self._executables.get(key)
-        if executable is None:
-            executable = self._executables[key] = self._compile(args)
-        return executable(*args)
-
-    def _compile(self, args: tuple) -> Any:
-        lowered = self._jit.lower(*args)
-        if jax.default_backend() != "cpu" \
-                or os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") not in ("", "0"):
-            return lowered.compile()
+def _jit(fn: Callable[..., Any]) -> Any:
+    """``jax.jit(fn)`` compiling with :data:`CPU_COMPILER_OPTIONS` when JAX runs on the CPU
+    and this jax / jaxlib accepts them (one tiny compile tries them), else XLA's defaults."""
+    options = None
+    if jax.default_backend() == "cpu" \
+            and os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") in ("", "0"):
         try:
-            return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
-        except jax.errors.JaxRuntimeError:  # an option this jaxlib does not know
-            return lowered.compile()
+            jax.jit(jnp.negative, compiler_options=CPU_COMPILER_OPTIONS).lower(
+                jnp.zeros(1)).compile()
+            options = CPU_COMPILER_OPTIONS
+        except (TypeError, jax.errors.JaxRuntimeError):  # an option or keyword unknown here
+            pass
+    return jax.jit(fn, compiler_options=options)
 
 
 def _model_format_error() -> type[Exception]:
@@ -293,14 +281,14 @@ class JaxFrozenModel:
         self.sections: list[int] | None = None
         sel = self.metadata.get("sel")
         if variables.get(NARROW_PROGRAM) is not None and isinstance(sel, list):
-            self._narrow = _Compiled(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
-                                                  source).call)
+            self._narrow = _jit(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
+                                             source).call)
             self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
-            self._calls[atomic] = _Compiled(self._programs[atomic].call)
+            self._calls[atomic] = _jit(self._programs[atomic].call)
         return self._calls[atomic]
 
     def run(self, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,
