@@ -366,12 +366,18 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
         idx = jnp.concatenate([ce, safe.reshape(-1)])
         frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
         coord = coord_ext[frames, idx]
-        atype = atype_ext[frames, idx].at[:ch].set(ty)[None]  # empty slots: the chunk's type
+        atype = atype_ext[frames, idx].at[:ch].set(ty)[None]  # padding centres: the chunk's type
         nl_c = jnp.where(nl >= 0, local, -1)[None]
-        if not linear:
-            return fn(coord[None], atype, nl_c)[0]
-        x0 = jax.lax.stop_gradient(coord)
-        e, pull = jax.vjp(lambda x: fn(x[None], atype, nl_c)[0], x0)
+        # empty slots take the type of their centre's frame's atom 0 (``neighbor_types``), not
+        # that of the chunk's atom 0 (its first centre)
+        _EMPTY_SLOT_TYPES.append(atype_ext[fr, 0][None, :, None])
+        try:
+            if not linear:
+                return fn(coord[None], atype, nl_c)[0]
+            x0 = jax.lax.stop_gradient(coord)
+            e, pull = jax.vjp(lambda x: fn(x[None], atype, nl_c)[0], x0)
+        finally:
+            _EMPTY_SLOT_TYPES.pop()
         (g,) = pull(jnp.ones_like(e))
         step = jnp.sum(jax.lax.stop_gradient(g) * (coord - x0), axis=-1)  # zero in value
         per_centre = step[:ch] + jnp.sum(step[ch:].reshape(ch, nnei), axis=1)
@@ -389,6 +395,20 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
 
 
 register_kernel("centre_chunks", "jax.numpy", centre_chunks)
+
+
+#: the types (1, ch, 1) that empty neighbour slots take in the chunk ``centre_chunks`` is tracing
+_EMPTY_SLOT_TYPES: list[Any] = []
+
+
+def empty_slot_types() -> Any:
+    """Inside a ``centre_chunks`` chunk: the type (1, ch, 1) of each centre's frame's atom 0,
+    which its empty neighbour slots take (``polypot.model.array_api.neighbor_types``);
+    elsewhere None (the system's own atom 0)."""
+    return _EMPTY_SLOT_TYPES[-1] if _EMPTY_SLOT_TYPES else None
+
+
+register_kernel("empty_slot_types", "jax.numpy", empty_slot_types)
 
 
 #: non-empty while ``centre_chunks`` traces a chunk, whose centres all share one type

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..array_api import gather_neighbors, gather_types, namespace, safe_norm, to_numpy
+from ..array_api import namespace, neighbor_types, safe_norm, to_numpy
 from ..compress import Tabulation
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..errors import ModelFormatError, check_class, check_version
@@ -158,10 +158,9 @@ class DescrptSeAtten:
         mask = nlist >= 0
         sw = xp.where(mask[..., None], sw, xp.zeros_like(sw))
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
-        # DeePMD-kit gathers empty slots from atom 0; keep that so padded rows agree exactly
-        safe = xp.where(mask, nlist, xp.zeros_like(nlist))
         ss = rr[..., 0:1]
-        tj = gather_types(xp, atype_ext, safe)  # (nf, nloc, nnei)
+        # empty slots: the type of atom 0 (DeePMD-kit's), so padded rows agree exactly
+        tj = neighbor_types(xp, atype_ext, nlist)  # (nf, nloc, nnei)
         gg = None
         if self.tebd_input_mode == "concat" and self.compress is not None:
             # one table per (centre, neighbour) type pair: index t_i * ntypes + t_j (or t_j);
@@ -170,13 +169,13 @@ class DescrptSeAtten:
             gr = self.compress.contract(p["compress"]["table"], ss[..., 0], rr, index)
             gr = xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
         elif self.tebd_input_mode == "concat":
-            emb_ext = xp.reshape(xp.take(table, xp.reshape(atype_ext, (-1,)), axis=0),
-                                 (nf, atype_ext.shape[1], self.tebd_dim))
-            emb_j = gather_neighbors(xp, emb_ext, safe)
+            emb_j = xp.reshape(xp.take(table, xp.reshape(tj, (-1,)), axis=0),
+                               (nf, nloc, nnei, self.tebd_dim))
             parts = [ss, emb_j]
             if not self.type_one_side:
-                emb_i = xp.broadcast_to(emb_ext[:, :nloc, None, :],
-                                        (nf, nloc, nnei, self.tebd_dim))
+                emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
+                                     (nf, nloc, 1, self.tebd_dim))
+                emb_i = xp.broadcast_to(emb_loc, (nf, nloc, nnei, self.tebd_dim))
                 parts.append(emb_i)
             gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
         elif self.compress is not None:  # strip (compressed models have no attention layers)

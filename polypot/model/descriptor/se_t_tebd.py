@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..array_api import gather_types, namespace
+from ..array_api import namespace, neighbor_types
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..network import EmbeddingNet, Params, activation
 from ..precision import to_dtype
@@ -84,14 +84,13 @@ class SeTTebdBlock:
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
         r3 = rr[..., 1:]
         cos = xp.matmul(r3, xp.permute_dims(r3, (0, 1, 3, 2)))  # (nf, nloc, nnei, nnei)
-        safe = xp.where(mask, nlist, xp.zeros_like(nlist))
         ntp = table.shape[0]
-        if self.tebd_input_mode == "concat":
-            gg = self._concat_embedding(p["embedding"], cos, table,
-                                        gather_types(xp, atype_ext, safe))
+        if self.tebd_input_mode == "concat":  # empty and excluded slots: atom 0's type
+            gg = self._concat_embedding(p["embedding"], cos, table, neighbor_types(
+                xp, atype_ext, xp.where(mask, nlist, xp.full_like(nlist, -1))))
         else:
             gg_s = self.embedding(p["embedding"], cos[..., None])
-            tj = gather_types(xp, atype_ext, safe)
+            tj = neighbor_types(xp, atype_ext, nlist)
             tj = xp.where(mask, tj, xp.full_like(tj, ntp - 1))  # empty slots: padding type
             left = xp.broadcast_to(table[:, None, :], (ntp, ntp, self.tebd_dim))
             right = xp.broadcast_to(table[None, :, :], (ntp, ntp, self.tebd_dim))
