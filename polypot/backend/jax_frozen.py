@@ -17,12 +17,13 @@ nlist (nf, nloc, nnei) int64, mapping (nf, nall) int64, with symbolic nf, nall, 
 ``*_no_ghost`` variants are not needed) and nnei = sum(sel) fixed. They are exported for CPU and
 CUDA. Loading imports jax, numpy and h5py only, never ``polypot.model``.
 
-se_e2_a files (plain or compressed) also hold polypot's ``@variables.stablehlo_narrow``
-(older readers and DeePMD-kit ignore it): the default program for neighbour lists cut after the
-last column any atom uses in each type section, passed as one array per type, (nf, nloc, w_t)
-with symbolic w_t <= sel[t] (sel as in the metadata). ``run`` cuts the full list itself
-and uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer padded
-slots through the embedding nets (water, sel [46, 92]: [36, 68] columns used).
+se_e2_a and DPA-1 files without attention layers (plain or compressed) also hold polypot's
+``@variables.stablehlo_narrow`` (older readers and DeePMD-kit ignore it): the default program
+for neighbour lists cut after the last column any atom uses in each type section (DPA-1: the one
+mixed section), passed as one array per section, (nf, nloc, w_t) with symbolic w_t <= sel[t]
+(sel as in the metadata). ``run`` cuts the full list itself and uses it; the result is the full
+program's (``EnergyModel.narrowed``), with fewer padded slots through the embedding nets
+(water, se_e2_a sel [46, 92]: [36, 68] columns used; DPA-1 sel 120: 104).
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def export_program(model: Any, params: Any, atomic: bool, narrow: bool = False) 
     from ..model.precision import to_dtype
 
     p = _jax_backend.JaxBackend().convert_params(params)
-    ntypes = len(model.type_map)
-    widths = "".join(f", w{t}" for t in range(ntypes)) if narrow else ""
+    nsections = 1 if isinstance(model.sel, int) else len(model.sel)
+    widths = "".join(f", w{t}" for t in range(nsections)) if narrow else ""
     nf, nall, nloc, *ws = jax.export.symbolic_shape(SYMBOLS + widths, constraints=CONSTRAINTS)
     if narrow:
         model = model.narrowed(tuple(ws))
@@ -276,10 +277,12 @@ class JaxFrozenModel:
                 raise error(f"{source}: program {key!r} is missing")
             self._programs[atomic] = _deserialize(variables[key], key, source)
         self.coord_dtype = np.dtype(self._programs[False].in_avals[0].dtype)
-        # narrowed neighbour lists: se_e2_a files frozen since the narrow program was added
+        # narrowed neighbour lists: se_e2_a (and DPA-1 without attention layers) files frozen
+        # since the narrow program was added
         self._narrow = None
         self.sections: list[int] | None = None
         sel = self.metadata.get("sel")
+        sel = [sel] if isinstance(sel, int) else sel
         if variables.get(NARROW_PROGRAM) is not None and isinstance(sel, list):
             self._narrow = _jit(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
                                              source).call)

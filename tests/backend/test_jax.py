@@ -220,23 +220,39 @@ def test_hlo_narrow_program_matches_the_full_list(frozen_dir):
     assert frozen._widths == [46, before[1]]
 
 
-def test_hlo_narrow_program_only_for_se_e2_a(frozen_dir):
+def test_hlo_narrow_program_only_without_attention_layers(frozen_dir):
     for name in FIXTURE_MODELS:
         frozen = load_frozen(frozen_dir / f"{name}.hlo")
-        assert (frozen._narrow is not None) == (name == "se_e2_a"), name
+        want = name in ("se_e2_a", "se_atten_l0", "se_atten_v2_l0")
+        assert (frozen._narrow is not None) == want, name
 
 
-def test_hlo_narrow_program_of_a_compressed_model(models, tmp_path):
+@pytest.mark.parametrize("name", ["se_atten_l0", "se_atten_v2_l0"])
+def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
+    """DPA-1 without attention layers: one mixed section, cut after the last used column; the
+    full program's results and DeePMD-kit's."""
+    frozen = load_frozen(frozen_dir / f"{name}.hlo")
+    d = dict(np.load(frozen_dir / f"{name}-periodic-in.npz"))
+    got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    assert len(frozen.sections) == 1 and 0 < frozen._widths[0] < frozen.sections[0]
+    full = _run_full(frozen, d)
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    _assert_matches(got, fixture_reference(name, "periodic"), 2, KEYS[:4])
+
+
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0"])
+def test_hlo_narrow_program_of_a_compressed_model(models, tmp_path, name):
     from polypot.model.compress import compress_model
 
-    model, params = models["se_e2_a"]
+    model, params = models[name]
     cmodel, cparams = compress_model(model, params, 0.9)
     freeze(tmp_path / "c.hlo", cmodel, cparams)
     frozen = load_frozen(tmp_path / "c.hlo")
-    nd = _neighbors(cmodel, "se_e2_a", "periodic")
+    nd = _neighbors(cmodel, name, "periodic")
     d = {"coord": nd.coord, "atype": nd.atype, "nlist": nd.nlist, "mapping": nd.mapping}
     got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
-    assert frozen._narrow is not None and frozen._widths[1] < 92
+    assert frozen._narrow is not None and frozen._widths[-1] < frozen.sections[-1]
     full = _run_full(frozen, d)
     for key in KEYS[:4]:
         np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)

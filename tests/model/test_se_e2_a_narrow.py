@@ -81,10 +81,10 @@ def test_narrowed_refuses_other_models():
     att, _ = build_model({"type_map": ["O", "H"],
                           "descriptor": {"type": "se_atten", "sel": 8, "rcut": 3.0,
                                          "rcut_smth": 0.5, "neuron": [3, 6], "axis_neuron": 2,
-                                         "attn_layer": 0},
+                                         "attn_layer": 2, "attn": 4},
                           "fitting_net": {"neuron": [4]}}, seed=0)
     assert model.narrowable and not att.narrowable
-    with pytest.raises(ValueError, match="se_e2_a only"):
+    with pytest.raises(ValueError, match="without attention layers"):
         att.narrowed((4,))
 
 

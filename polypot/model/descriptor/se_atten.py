@@ -62,6 +62,8 @@ class DescrptSeAtten:
     type_name: str = "dpa1"
     type_embedding: TypeEmbedNet | None = field(default=None, compare=False)
     compress: Tabulation | None = None  # tabulated embedding (polypot compress), or None
+    #: columns of the neighbour lists read (<= sel; ``narrowed``), None: sel
+    list_sel: Any = None
 
     mixed_types = True
 
@@ -130,6 +132,27 @@ class DescrptSeAtten:
             p["embedding_strip"] = self.embedding_strip.init(rng)
         return p
 
+    @property
+    def narrowable(self) -> bool:
+        """True if :meth:`narrowed` exists for this descriptor: without attention layers (with
+        them, the empty keys enter the softmax's denominator)."""
+        return self.attn_layer == 0
+
+    def narrowed(self, widths: tuple[Any, ...]) -> DescrptSeAtten:
+        """This descriptor reading neighbour lists of ``widths[0] <= sel`` columns: the first
+        columns of the full list, all real neighbours among them. The result is the same as
+        with the full list: every slot left out is empty for every atom, and an empty slot
+        contributes a constant per (centre type, type of the frame's atom 0), since its row is
+        -davg/dstd (not zero unless davg is) and its embedding sees atom 0's type; added by
+        :meth:`_missing_slots`. The width may be symbolic (``jax.export``)."""
+        if not self.narrowable:
+            raise ValueError(f"{self.type_name}: no narrowed neighbour lists with attention "
+                             "layers")
+        if len(widths) != 1:
+            raise ValueError(f"{self.type_name}: {len(widths)} list widths for one mixed "
+                             "section")
+        return dataclasses.replace(self, list_sel=widths[0])
+
     # ---- forward -------------------------------------------------------------------------------
     def __call__(self, p: Params, coord_ext: Any, atype_ext: Any, nlist: Any,
                  mapping: Any = None) -> Any:
@@ -152,40 +175,55 @@ class DescrptSeAtten:
         nf, nloc, nnei = nlist.shape
         ng = self.neuron[-1]
         atype = atype_ext[:, :nloc]
-        rr, sw, _ = self.env_mat(coord_ext, atype, nlist, p["davg"], p["dstd"])
+        davg, dstd = p["davg"], p["dstd"]
+        if self.list_sel is not None:
+            davg, dstd = davg[:, :self.list_sel], dstd[:, :self.list_sel]
+        rr, sw, _ = self.env_mat(coord_ext, atype, nlist, davg, dstd)
         keep = pair_exclude_mask(xp, self.ntypes, self.exclude_types, atype_ext, nlist)
         nlist = xp.where(keep, nlist, xp.full_like(nlist, -1))
         mask = nlist >= 0
         sw = xp.where(mask[..., None], sw, xp.zeros_like(sw))
         rr = rr * xp.astype(keep, rr.dtype)[..., None]
-        ss = rr[..., 0:1]
         # empty slots: the type of atom 0 (DeePMD-kit's), so padded rows agree exactly
         tj = neighbor_types(xp, atype_ext, nlist)  # (nf, nloc, nnei)
-        gg = None
+        gr = self._sum_pairs(p, table, rr, sw, atype, tj, mask)
+        if self.list_sel is not None:
+            gr = gr + self._missing_slots(p, table, atype_ext, nf, nloc)
+        d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
+        return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+
+    def _sum_pairs(self, p: Params, table: Any, rr: Any, sw: Any, atype: Any, tj: Any,
+                   mask: Any) -> Any:
+        """G^T R / nnei (nf * nloc, ng, 4) summed over the neighbour slots, after the attention
+        layers. rr (nf, nloc, nnei, 4) rows; sw (.., 1) switch (0 on empty slots); atype
+        (nf, nloc) centre types; tj (nf, nloc, nnei) neighbour types; mask: real slots."""
+        xp = namespace(rr)
+        nf, nloc, nnei = tj.shape
+        ng = self.neuron[-1]
+        ss = rr[..., 0:1]
         if self.tebd_input_mode == "concat" and self.compress is not None:
             # one table per (centre, neighbour) type pair: index t_i * ntypes + t_j (or t_j);
             # sum_j G^T R straight from the table (no attention layers here)
             index = tj if self.type_one_side else atype[:, :, None] * self.ntypes + tj
             gr = self.compress.contract(p["compress"]["table"], ss[..., 0], rr, index)
-            gr = xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
-        elif self.tebd_input_mode == "concat":
-            emb_j = xp.reshape(xp.take(table, xp.reshape(tj, (-1,)), axis=0),
-                               (nf, nloc, nnei, self.tebd_dim))
-            parts = [ss, emb_j]
-            if not self.type_one_side:
-                emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
-                                     (nf, nloc, 1, self.tebd_dim))
-                emb_i = xp.broadcast_to(emb_loc, (nf, nloc, nnei, self.tebd_dim))
-                parts.append(emb_i)
-            gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
-        elif self.compress is not None:  # strip (compressed models have no attention layers)
+            return xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
+        if self.compress is not None:  # strip (compressed models have no attention layers)
             # G = G_s(s) (1 + w G_t[type pair]) straight from the tables
             ntp = table.shape[0]
             idx = tj if self.type_one_side else atype[:, :, None] * ntp + tj
             w = sw[..., 0] if self.smooth_type_embedding else None
             gr = self.compress.contract_typed(p["compress"]["table"], ss[..., 0], rr,
                                               p["compress"]["type_table"], idx, w)
-            gr = xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
+            return xp.reshape(gr, (nf * nloc, ng, 4)) / self.nnei
+        if self.tebd_input_mode == "concat":
+            emb_j = xp.reshape(xp.take(table, xp.reshape(tj, (-1,)), axis=0),
+                               (nf, nloc, nnei, self.tebd_dim))
+            parts = [ss, emb_j]
+            if not self.type_one_side:
+                emb_loc = xp.reshape(xp.take(table, xp.reshape(atype, (-1,)), axis=0),
+                                     (nf, nloc, 1, self.tebd_dim))
+                parts.append(xp.broadcast_to(emb_loc, (nf, nloc, nnei, self.tebd_dim)))
+            gg = self.embedding(p["embedding"], xp.concat(parts, axis=-1))
         else:
             ntp = table.shape[0]
             gg_s = self.embedding(p["embedding"], ss)
@@ -196,10 +234,30 @@ class DescrptSeAtten:
             if self.smooth_type_embedding:
                 gg_t = gg_t * sw
             gg = gg_s * gg_t + gg_s
-        if gg is not None:
-            gr = self._attend_and_sum(p, gg, rr, mask, sw)
-        d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
-        return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
+        return self._attend_and_sum(p, gg, rr, mask, sw)
+
+    def _missing_slots(self, p: Params, table: Any, atype_ext: Any, nf: Any, nloc: Any) -> Any:
+        """G^T R / nnei (nf * nloc, ng, 4) of the slots a narrowed list leaves out (columns
+        list_sel .. sel): empty for every atom, each is the row -davg/dstd of its centre type
+        and slot, with the type of the frame's atom 0 (``neighbor_types``). Evaluated once per
+        (centre type, that type), then picked per centre."""
+        xp = namespace(p["davg"])
+        nt = self.ntypes
+        rows = -p["davg"] / p["dstd"]  # (ntypes, sel, 4): the rows of empty slots
+        left_out = xp.astype(xp.arange(self.sel) >= self.list_sel, rows.dtype)[:, None]
+        # one row of "centres" per pair (centre type c, empty-slot type e) at c * nt + e; the
+        # slots kept get a zero row, so they add nothing
+        dt = atype_ext.dtype
+        centre = xp.asarray(np.repeat(np.arange(nt), nt), dtype=dt)
+        empty = xp.asarray(np.tile(np.arange(nt), nt), dtype=dt)
+        rr = xp.take(rows, centre, axis=0)[None] * left_out  # (1, nt * nt, sel, 4)
+        tj = xp.broadcast_to(empty[None, :, None], (1, nt * nt, self.sel))
+        sw = xp.zeros((1, nt * nt, self.sel, 1), dtype=rows.dtype)
+        per_pair = self._sum_pairs(p, table, rr, sw, centre[None], tj,
+                                   xp.zeros((1, nt * nt, self.sel), dtype=xp.bool))
+        e = neighbor_types(xp, atype_ext, xp.full((nf, nloc, 1), -1, dtype=dt))
+        idx = atype_ext[:, :nloc] * nt + e[..., 0]
+        return xp.take(per_pair, xp.reshape(idx, (-1,)), axis=0)
 
     def _attend_and_sum(self, p: Params, gg: Any, rr: Any, mask: Any, sw: Any) -> Any:
         """Attention layers on G (nf, nloc, nnei, ng), then G^T R / nnei: (nf * nloc, ng, 4).

@@ -94,6 +94,8 @@ class DescrptSeA:
             "dstd": np.ones(shape, dtype=dt),
         }
 
+    narrowable = True  # :meth:`narrowed` exists
+
     def narrowed(self, widths: tuple[Any, ...]) -> DescrptSeA:
         """This descriptor reading neighbour lists of ``widths[t] <= sel[t]`` columns for type
         t: the first ``widths[t]`` columns of each ``sel`` section (a list whose real neighbours
