@@ -17,6 +17,30 @@ from . import jax_kernels  # noqa: E402,F401  (registers the JAX kernels)
 from .base import map_params  # noqa: E402
 from .jax_kernels import first_order_coordinates  # noqa: E402
 
+#: XLA options for the programs run on a CPU. By default XLA hands each matrix product to
+#: YNNPACK fused with the elementwise work around it; the fused embedding-net products ran at a
+#: third of the FLOP rate of a lone product (se_e2_a water, 1536 atoms, float64, 2 threads), and
+#: with products alone in YNNPACK (``INDIVIDUAL_DOT``) the model call took 5-15% less time
+#: (bench/README.md). Set POLYPOT_XLA_CPU_DEFAULTS=1 to compile with XLA's defaults.
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def cpu_jit(fn: Callable[..., Any]) -> Any:
+    """``jax.jit(fn)`` compiling with :data:`CPU_COMPILER_OPTIONS` when JAX runs on the CPU
+    and this jax / jaxlib accepts them (one tiny compile tries them), else XLA's defaults.
+    For the inference programs (frozen ``.hlo`` files, ``compile_lower``)."""
+    options = None
+    if jax.default_backend() == "cpu" \
+            and os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") in ("", "0"):
+        try:
+            jax.jit(jnp.negative, compiler_options=CPU_COMPILER_OPTIONS).lower(
+                jnp.zeros(1)).compile()
+            options = CPU_COMPILER_OPTIONS
+        except (TypeError, jax.errors.JaxRuntimeError):  # an option or keyword unknown here
+            pass
+    return jax.jit(fn, compiler_options=options)
+
 
 class JaxBackend:
     name = "jax"
@@ -83,7 +107,7 @@ class JaxBackend:
 
             return hessian(self, atomic_energy, coord_ext, mapping, nlist.shape[1])
 
-        jitted = jax.jit(fn)
+        jitted = cpu_jit(fn)
         p = self.convert_params(params)
         return lambda *arrays: jitted(p, *arrays)
 
@@ -97,9 +121,10 @@ class JaxBackend:
         with ``atomic``, atom_virial (nf, nloc, 9). Inputs: coord_ext (nf, nall, 3) Å,
         atype_ext (nf, nall) (-1 = padding), nlist (nf, nloc, nnei) (-1 = empty), mapping
         (nf, nall); NumPy or jax arrays. The parameters are converted once and passed to the
-        compiled function as a pytree argument; each new (nf, nall, nloc) compiles once.
+        compiled function as a pytree argument; each new (nf, nall, nloc) compiles once
+        (on the CPU with :data:`CPU_COMPILER_OPTIONS`).
         """
-        jitted = jax.jit(lower_function(model, atomic))
+        jitted = cpu_jit(lower_function(model, atomic))
         p = self.convert_params(params)
 
         def evaluate(coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any) -> dict:

@@ -62,30 +62,6 @@ FORMAT_VERSION = 1
 NALL_MULTIPLE = 128
 
 
-#: XLA options for the programs run on a CPU. By default XLA hands each matrix product to
-#: YNNPACK fused with the elementwise work around it; the fused embedding-net products ran at a
-#: third of the FLOP rate of a lone product (se_e2_a water, 1536 atoms, float64, 2 threads), and
-#: with products alone in YNNPACK (``INDIVIDUAL_DOT``) the model call took 5-15% less time
-#: (bench/README.md). Set POLYPOT_XLA_CPU_DEFAULTS=1 to compile with XLA's defaults.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-                        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-
-
-def _jit(fn: Callable[..., Any]) -> Any:
-    """``jax.jit(fn)`` compiling with :data:`CPU_COMPILER_OPTIONS` when JAX runs on the CPU
-    and this jax / jaxlib accepts them (one tiny compile tries them), else XLA's defaults."""
-    options = None
-    if jax.default_backend() == "cpu" \
-            and os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") in ("", "0"):
-        try:
-            jax.jit(jnp.negative, compiler_options=CPU_COMPILER_OPTIONS).lower(
-                jnp.zeros(1)).compile()
-            options = CPU_COMPILER_OPTIONS
-        except (TypeError, jax.errors.JaxRuntimeError):  # an option or keyword unknown here
-            pass
-    return jax.jit(fn, compiler_options=options)
-
-
 def _model_format_error() -> type[Exception]:
     from ..errors import ModelFormatError
 
@@ -284,14 +260,14 @@ class JaxFrozenModel:
         sel = self.metadata.get("sel")
         sel = [sel] if isinstance(sel, int) else sel
         if variables.get(NARROW_PROGRAM) is not None and isinstance(sel, list):
-            self._narrow = _jit(_deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM,
-                                             source).call)
+            program = _deserialize(variables[NARROW_PROGRAM], NARROW_PROGRAM, source)
+            self._narrow = _jax_backend.cpu_jit(program.call)
             self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
-            self._calls[atomic] = _jit(self._programs[atomic].call)
+            self._calls[atomic] = _jax_backend.cpu_jit(self._programs[atomic].call)
         return self._calls[atomic]
 
     def run(self, coord_ext: Any, atype_ext: Any, nlist: Any, mapping: Any,

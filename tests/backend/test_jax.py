@@ -24,6 +24,7 @@ from reference_data import (
 pytest.importorskip("jax")
 pytest.importorskip("h5py")
 
+from polypot.backend import jax as jax_backend  # noqa: E402
 from polypot.backend import jax_frozen  # noqa: E402
 from polypot.backend.base import frozen_metadata  # noqa: E402
 from polypot.backend.jax import JaxBackend  # noqa: E402
@@ -268,7 +269,7 @@ def test_cpu_compiler_options(frozen_dir, monkeypatch):
 
     def compiled(options: dict | None, defaults: bool = False):
         if options is not None:
-            monkeypatch.setattr(jax_frozen, "CPU_COMPILER_OPTIONS", options)
+            monkeypatch.setattr(jax_backend, "CPU_COMPILER_OPTIONS", options)
         monkeypatch.setenv("POLYPOT_XLA_CPU_DEFAULTS", "1" if defaults else "")
         program = load_frozen(frozen_dir / "se_atten_l0.hlo")._call(False)
         out = {k: np.asarray(v) for k, v in program(*args).items()}
@@ -281,6 +282,18 @@ def test_cpu_compiler_options(frozen_dir, monkeypatch):
         np.testing.assert_allclose(out[key], out_default[key], rtol=1e-12, atol=1e-12)
     text_unknown, _ = compiled({"xla_cpu_no_such_option": "1"})
     assert text_unknown == text_default
+
+
+def test_in_process_programs_compile_with_the_cpu_options(models, monkeypatch):
+    """``compile_lower`` and ``compile_hessian`` (a ``.dp`` run on JAX) go through ``cpu_jit``
+    like the frozen programs."""
+    compiled = []
+    real = jax_backend.cpu_jit
+    monkeypatch.setattr(jax_backend, "cpu_jit", lambda fn: compiled.append(fn) or real(fn))
+    model, params = models["se_e2_a"]
+    JaxBackend().compile_lower(model, params)
+    JaxBackend().compile_hessian(model, params)
+    assert len(compiled) == 2
 
 
 def test_freeze_is_atomic(models, tmp_path, monkeypatch):
