@@ -228,8 +228,10 @@ def test_hlo_narrow_program_only_without_attention_layers(frozen_dir):
         assert (frozen._narrow is not None) == want, name
 
 
-@pytest.mark.parametrize("name", ["se_atten_l0", "se_atten_v2_l0"])
+@pytest.mark.parametrize("name", ["se_atten_l0", pytest.param("se_atten_v2_l0",
+                                                               marks=pytest.mark.slow)])
 def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
+    # (v2's narrow program runs by default in the compressed test below)
     """DPA-1 without attention layers: one mixed section, cut after the last used column; the
     full program's results and DeePMD-kit's."""
     frozen = load_frozen(frozen_dir / f"{name}.hlo")
