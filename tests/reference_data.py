@@ -35,3 +35,16 @@ def max_rel(got: np.ndarray, ref: np.ndarray) -> float:
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     assert got.shape == ref.shape, (got.shape, ref.shape)
     return float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-300))
+
+
+def randomise_env_stats(tree: dict, rng: np.random.Generator) -> None:
+    """Replace every ``davg`` / ``dstd`` in the parameter tree ``tree`` by random values (in
+    place, davg before dstd as the keys come): the fixtures' DPA-1 / DPA-2 blocks have davg = 0,
+    where an empty neighbour slot's row -davg/dstd is zero and its handling goes unseen."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            randomise_env_stats(value, rng)
+        elif key == "davg":
+            tree[key] = rng.normal(0.0, 0.3, np.shape(value))
+        elif key == "dstd":
+            tree[key] = rng.uniform(0.5, 1.5, np.shape(value))

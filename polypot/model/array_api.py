@@ -52,20 +52,22 @@ def gather_types(xp: Any, atype_ext: Any, index: Any) -> Any:
     return xp.reshape(xp.take(xp.reshape(atype_ext, (nf * nall,)), flat, axis=0), (nf, nloc, nnei))
 
 
-def neighbor_types(xp: Any, atype_ext: Any, nlist: Any) -> Any:
-    """Types (nf, nloc, nnei) of the neighbours in ``nlist`` (nf, nloc, nnei), -1 = empty.
-
-    An empty slot takes the type of its frame's extended atom 0, as in DeePMD-kit (which
-    gathers empty slots from atom 0); type-embedding descriptors feed it to their embedding.
+def empty_slot_types(xp: Any, atype_ext: Any) -> Any:
+    """The type an empty neighbour slot takes, per centre, broadcastable to (nf, nloc, 1): that
+    of its frame's extended atom 0, as in DeePMD-kit (which gathers empty slots from atom 0).
     Where the model runs on a part of the system (``centre_chunks``: a chunk's atom 0 is one of
     its centres), the backend's ``empty_slot_types`` kernel gives the whole frame's type."""
-    mask = nlist >= 0
-    tj = gather_types(xp, atype_ext, xp.where(mask, nlist, xp.zeros_like(nlist)))
     kernel = find_kernel("empty_slot_types", xp)
     empty = None if kernel is None else kernel()
-    if empty is None:
-        empty = atype_ext[:, 0:1, None]
-    return xp.where(mask, tj, xp.astype(empty, tj.dtype))
+    return atype_ext[:, 0:1, None] if empty is None else xp.astype(empty, atype_ext.dtype)
+
+
+def neighbor_types(xp: Any, atype_ext: Any, nlist: Any) -> Any:
+    """Types (nf, nloc, nnei) of the neighbours in ``nlist`` (nf, nloc, nnei), -1 = empty; an
+    empty slot takes :func:`empty_slot_types` (type-embedding descriptors embed it)."""
+    mask = nlist >= 0
+    tj = gather_types(xp, atype_ext, xp.where(mask, nlist, xp.zeros_like(nlist)))
+    return xp.where(mask, tj, xp.astype(empty_slot_types(xp, atype_ext), tj.dtype))
 
 
 def softmax(xp: Any, x: Any, axis: int = -1) -> Any:

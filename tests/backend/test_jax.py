@@ -231,9 +231,9 @@ def test_hlo_narrow_program_only_without_attention_layers(frozen_dir):
 @pytest.mark.parametrize("name", ["se_atten_l0", pytest.param("se_atten_v2_l0",
                                                                marks=pytest.mark.slow)])
 def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
-    # (v2's narrow program runs by default in the compressed test below)
     """DPA-1 without attention layers: one mixed section, cut after the last used column; the
-    full program's results and DeePMD-kit's."""
+    full program's results and DeePMD-kit's (v2's narrow program also runs by default in the
+    compressed test below)."""
     frozen = load_frozen(frozen_dir / f"{name}.hlo")
     d = dict(np.load(frozen_dir / f"{name}-periodic-in.npz"))
     got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])

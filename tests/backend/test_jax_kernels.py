@@ -7,7 +7,7 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from reference_data import FIXTURES, fixture_frames  # noqa: E402
+from reference_data import FIXTURES, fixture_frames, randomise_env_stats  # noqa: E402
 
 from polypot import DeepPot  # noqa: E402
 from polypot.backend.jax import JaxBackend  # noqa: E402  (registers the kernels)
@@ -157,18 +157,7 @@ def _with_random_davg(name: str, path, seed: int = 0) -> None:
     from polypot.io.model_file import load_model, save_model
 
     model, params, script = load_model(FIXTURES / name / "model.dp")
-    rng = np.random.default_rng(seed)
-
-    def randomise(tree: dict) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                randomise(value)
-            elif key == "davg":
-                tree[key] = rng.normal(0.0, 0.3, np.shape(value))
-            elif key == "dstd":
-                tree[key] = rng.uniform(0.5, 1.5, np.shape(value))
-
-    randomise(params["descriptor"])
+    randomise_env_stats(params["descriptor"], np.random.default_rng(seed))
     save_model(path, model, params, script)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_data import randomise_env_stats
 
 from polypot.model.build import build_model
 from polypot.neighbor import build_neighbor_data
@@ -31,9 +32,7 @@ def _case(mode: str, seed: int = 5):
            "fitting_net": {"neuron": [4]}}
     model, params = build_model(cfg, seed=seed)
     rng = np.random.default_rng(seed)
-    p = params["descriptor"]
-    p["davg"] = rng.normal(0, 0.3, p["davg"].shape)
-    p["dstd"] = rng.uniform(0.5, 1.5, p["dstd"].shape)
+    randomise_env_stats(params["descriptor"], rng)
     coord = rng.uniform(0, 5.0, (2, 9, 3))
     atype = np.array([1, 0, 2, 1, 0, 1, 2, 0, 1])  # atom 0 an H: not the type 0 default
     nd = build_neighbor_data(coord, np.tile(np.eye(3) * 5.0, (2, 1, 1)), atype, 3.0, SEL)
@@ -60,10 +59,9 @@ def test_narrowed_list_gives_the_full_list_energies(mode):
     descriptor = model.narrowed((needed,)).atomic.descriptor
     table = descriptor.type_embedding(params["descriptor"]["type_embedding"], np)
     nloc = nd.nlist.shape[1]
-    missing = descriptor._missing_slots(params["descriptor"], table, nd.atype, 2, nloc)
+    missing = descriptor._missing_slots(params["descriptor"], table, nd.atype, nloc)
     assert np.abs(missing).max() > 1e-3
-    other = descriptor._missing_slots(params["descriptor"], table, np.zeros_like(nd.atype), 2,
-                                      nloc)
+    other = descriptor._missing_slots(params["descriptor"], table, np.zeros_like(nd.atype), nloc)
     if mode != "v2":  # smooth type embedding: an empty slot's type part is switched off
         assert np.abs(missing - other).max() > 1e-6
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_data import randomise_env_stats
 
 from polypot.model.build import build_model
 from polypot.neighbor import build_neighbor_data
@@ -24,9 +25,7 @@ def _case(type_one_side: bool, exclude: list, seed: int = 3):
            "fitting_net": {"neuron": [4]}}
     model, params = build_model(cfg, seed=seed)
     rng = np.random.default_rng(seed)
-    p = params["descriptor"]
-    p["davg"] = rng.normal(0, 0.3, p["davg"].shape)
-    p["dstd"] = rng.uniform(0.5, 1.5, p["dstd"].shape)
+    randomise_env_stats(params["descriptor"], rng)
     coord = rng.uniform(0, 5.0, (2, 9, 3))
     atype = np.array([0, 1, 2, 1, 0, 1, 2, 0, 1])
     nd = build_neighbor_data(coord, np.tile(np.eye(3) * 5.0, (2, 1, 1)), atype, 3.0, list(SEL))

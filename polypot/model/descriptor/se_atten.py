@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..array_api import namespace, neighbor_types, safe_norm, to_numpy
+from ..array_api import empty_slot_types, namespace, neighbor_types, safe_norm, to_numpy
 from ..compress import Tabulation
 from ..env_mat import EnvMat, pair_exclude_mask
 from ..errors import ModelFormatError, check_class, check_version
@@ -188,7 +188,7 @@ class DescrptSeAtten:
         tj = neighbor_types(xp, atype_ext, nlist)  # (nf, nloc, nnei)
         gr = self._sum_pairs(p, table, rr, sw, atype, tj, mask)
         if self.list_sel is not None:
-            gr = gr + self._missing_slots(p, table, atype_ext, nf, nloc)
+            gr = gr + self._missing_slots(p, table, atype_ext, nloc)
         d = xp.matmul(gr, xp.permute_dims(gr[:, : self.axis_neuron, :], (0, 2, 1)))
         return xp.reshape(d, (nf, nloc, ng * self.axis_neuron))
 
@@ -236,10 +236,10 @@ class DescrptSeAtten:
             gg = gg_s * gg_t + gg_s
         return self._attend_and_sum(p, gg, rr, mask, sw)
 
-    def _missing_slots(self, p: Params, table: Any, atype_ext: Any, nf: Any, nloc: Any) -> Any:
+    def _missing_slots(self, p: Params, table: Any, atype_ext: Any, nloc: Any) -> Any:
         """G^T R / nnei (nf * nloc, ng, 4) of the slots a narrowed list leaves out (columns
         list_sel .. sel): empty for every atom, each is the row -davg/dstd of its centre type
-        and slot, with the type of the frame's atom 0 (``neighbor_types``). Evaluated once per
+        and slot, with the type of the frame's atom 0 (``empty_slot_types``). Evaluated once per
         (centre type, that type), then picked per centre."""
         xp = namespace(p["davg"])
         nt = self.ntypes
@@ -255,8 +255,7 @@ class DescrptSeAtten:
         sw = xp.zeros((1, nt * nt, self.sel, 1), dtype=rows.dtype)
         per_pair = self._sum_pairs(p, table, rr, sw, centre[None], tj,
                                    xp.zeros((1, nt * nt, self.sel), dtype=xp.bool))
-        e = neighbor_types(xp, atype_ext, xp.full((nf, nloc, 1), -1, dtype=dt))
-        idx = atype_ext[:, :nloc] * nt + e[..., 0]
+        idx = atype_ext[:, :nloc] * nt + empty_slot_types(xp, atype_ext)[..., 0]  # (nf, nloc)
         return xp.take(per_pair, xp.reshape(idx, (-1,)), axis=0)
 
     def _attend_and_sum(self, p: Params, gg: Any, rr: Any, mask: Any, sw: Any) -> Any:
