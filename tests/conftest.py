@@ -17,8 +17,9 @@ XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thread
 
 def one_thread_per_worker() -> None:
     """In a pytest-xdist worker (the default run, ``-n 2``), every framework uses one thread:
-    two workers of two threads each on two cores oversubscribe them (measured: the suite took
-    21.5 min so and 18.9 min with one thread per worker, against 26.4 min in one process)."""
+    two workers of two threads each on two cores oversubscribe them (measured, the whole suite:
+    26.4 min in one process, 21.5 min in two workers with the frameworks' own thread counts,
+    18.9 min with one thread per worker)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     for key, value in ONE_THREAD.items():

@@ -78,15 +78,19 @@ def _chunked(fn: Any, ch: int, *arrays: Any, whole: Any = None, par: int = 1) ->
     def mapped() -> Any:
         n = arrays[0].shape[0]
         k = (n + par * ch - 1) // (par * ch)
+        # no axis of length 1 for one chunk per step: XLA copied the arrays to relayout it
+        lead = (k,) if par == 1 else (k, par)
         padded = [jnp.concatenate([a, jnp.zeros((k * par * ch - n, *a.shape[1:]), a.dtype)])
-                  .reshape(k, par, ch, *a.shape[1:]) for a in arrays]
+                  .reshape(*lead, ch, *a.shape[1:]) for a in arrays]
 
         def step(xs: Any) -> Any:
+            if par == 1:
+                return fn(*xs)
             outs = [fn(*(x[i] for x in xs)) for i in range(par)]
             return jax.tree.map(lambda *o: jnp.stack(o), *outs)
 
         out = jax.lax.map(step, padded)
-        return jax.tree.map(lambda o: o.reshape(k * par * ch, *o.shape[3:])[:n], out)
+        return jax.tree.map(lambda o: o.reshape(k * par * ch, *o.shape[len(lead) + 1:])[:n], out)
 
     if whole is None:
         return mapped()
