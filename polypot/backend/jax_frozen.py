@@ -17,13 +17,14 @@ nlist (nf, nloc, nnei) int64, mapping (nf, nall) int64, with symbolic nf, nall, 
 ``*_no_ghost`` variants are not needed) and nnei = sum(sel) fixed. They are exported for CPU and
 CUDA. Loading imports jax, numpy and h5py only, never ``polypot.model``.
 
-se_e2_a and DPA-1 files without attention layers (plain or compressed) also hold polypot's
-``@variables.stablehlo_narrow`` (older readers and DeePMD-kit ignore it): the default program
-for neighbour lists cut after the last column any atom uses in each type section (DPA-1: the one
-mixed section), passed as one array per section, (nf, nloc, w_t) with symbolic w_t <= sel[t]
-(sel as in the metadata). ``run`` cuts the full list itself and uses it; the result is the full
-program's (``EnergyModel.narrowed``), with fewer padded slots through the embedding nets
-(water, se_e2_a sel [46, 92]: [36, 68] columns used; DPA-1 sel 120: 104).
+se_e2_a and DPA-1 files (plain or compressed; DPA-1 with attention layers only if frozen since
+2026-11-28) also hold polypot's ``@variables.stablehlo_narrow`` (older readers and DeePMD-kit
+ignore it): the default program for neighbour lists cut after the last column any atom uses in
+each type section (DPA-1: the one mixed section), passed as one array per section,
+(nf, nloc, w_t) with symbolic w_t <= sel[t] (sel as in the metadata). ``run`` cuts the full list
+itself and uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer
+padded slots through the embedding nets and attention layers (water, se_e2_a sel [46, 92]:
+[36, 68] columns used; DPA-1 sel 120: 104).
 """
 
 from __future__ import annotations
@@ -253,7 +254,7 @@ class JaxFrozenModel:
                 raise error(f"{source}: program {key!r} is missing")
             self._programs[atomic] = _deserialize(variables[key], key, source)
         self.coord_dtype = np.dtype(self._programs[False].in_avals[0].dtype)
-        # narrowed neighbour lists: se_e2_a (and DPA-1 without attention layers) files frozen
+        # narrowed neighbour lists: se_e2_a and DPA-1 files frozen
         # since the narrow program was added
         self._narrow = None
         self.sections: list[int] | None = None

@@ -76,6 +76,14 @@ def softmax(xp: Any, x: Any, axis: int = -1) -> Any:
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
+def softmax_with_constants(xp: Any, x: Any, count: Any, value: float) -> Any:
+    """Softmax along the last axis of ``x`` as if each row had ``count`` more entries equal to
+    ``value`` (weights of the entries of ``x`` only); ``count`` may be a symbolic size."""
+    top = xp.maximum(xp.max(x, axis=-1, keepdims=True), xp.full_like(x[..., :1], value))
+    e = xp.exp(x - top)
+    return e / (xp.sum(e, axis=-1, keepdims=True) + count * xp.exp(value - top))
+
+
 def safe_norm(xp: Any, x: Any, axis: int = -1) -> Any:
     """Euclidean norm along ``axis`` (keepdims) whose gradient is finite (zero) at x = 0."""
     sq = xp.sum(x * x, axis=axis, keepdims=True)

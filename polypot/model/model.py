@@ -51,7 +51,7 @@ class EnergyModel:
 
     @property
     def narrowable(self) -> bool:
-        """True if :meth:`narrowed` models exist (se_e2_a; DPA-1 without attention layers)."""
+        """True if :meth:`narrowed` models exist (se_e2_a, DPA-1)."""
         return bool(getattr(self.atomic.descriptor, "narrowable", False))
 
     def narrowed(self, widths: tuple[Any, ...]) -> EnergyModel:
@@ -60,7 +60,7 @@ class EnergyModel:
         among them), with the same results as the full list. Widths may be symbolic."""
         if not self.narrowable:
             raise ValueError(f"{self.descriptor_type}: no narrowed neighbour lists for this "
-                             "descriptor (se_e2_a, DPA-1 without attention layers)")
+                             "descriptor (se_e2_a, DPA-1)")
         atomic = dataclasses.replace(self.atomic,
                                      descriptor=self.atomic.descriptor.narrowed(widths))
         return dataclasses.replace(self, atomic=atomic)

@@ -221,27 +221,32 @@ def test_hlo_narrow_program_matches_the_full_list(frozen_dir):
     assert frozen._widths == [46, before[1]]
 
 
-def test_hlo_narrow_program_only_without_attention_layers(frozen_dir):
+def test_hlo_narrow_program_but_for_message_passing(frozen_dir):
     for name in FIXTURE_MODELS:
         frozen = load_frozen(frozen_dir / f"{name}.hlo")
-        want = name in ("se_e2_a", "se_atten_l0", "se_atten_v2_l0")
-        assert (frozen._narrow is not None) == want, name
+        assert (frozen._narrow is not None) == (name != "dpa2"), name
 
 
-@pytest.mark.parametrize("name", ["se_atten_l0", pytest.param("se_atten_v2_l0",
-                                                               marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["se_atten_l0", "se_atten_l2",
+                                  pytest.param("se_atten_v2_l0", marks=pytest.mark.slow)])
 def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
-    """DPA-1 without attention layers: one mixed section, cut after the last used column; the
-    full program's results and DeePMD-kit's (v2's narrow program also runs by default in the
-    compressed test below)."""
+    """DPA-1: one mixed section, cut after the last used column; the full program's results
+    and DeePMD-kit's (v2's narrow program also runs by default in the compressed test below;
+    attention layers with smooth softmax in tests/model/test_se_atten_narrow.py)."""
     frozen = load_frozen(frozen_dir / f"{name}.hlo")
     d = dict(np.load(frozen_dir / f"{name}-periodic-in.npz"))
     got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
     assert len(frozen.sections) == 1 and 0 < frozen._widths[0] < frozen.sections[0]
     full = _run_full(frozen, d)
     for key in KEYS[:4]:
-        np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
-    _assert_matches(got, fixture_reference(name, "periodic"), 2, KEYS[:4])
+        for f in range(2):  # the ill-conditioned frame differs by the shapes' rounding
+            tol = ILL_CONDITIONED.get((name, "periodic", f))
+            if tol is None:
+                np.testing.assert_allclose(got[key][f], full[key][f], rtol=1e-12, atol=1e-12,
+                                           err_msg=key)
+            else:
+                assert max_rel(got[key][f], full[key][f]) < tol, key
+    _assert_matches(got, fixture_reference(name, "periodic"), 2, KEYS[:4], (name, "periodic"))
 
 
 @pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0"])

@@ -1,5 +1,6 @@
-"""DPA-1 without attention layers on narrowed neighbour lists (``EnergyModel.narrowed``): the
-first columns of the mixed list, all real neighbours among them, give the full list's energies.
+"""DPA-1 on narrowed neighbour lists (``EnergyModel.narrowed``): the first columns of the mixed
+list, all real neighbours among them, give the full list's energies, with and without attention
+layers.
 
 An empty slot is not zero in DeePMD-kit's math: its row is -davg/dstd of the centre type and
 slot, and its embedding sees the type of the frame's atom 0 (DeePMD-kit gathers empty slots
@@ -24,11 +25,11 @@ MODES = {
 }
 
 
-def _case(mode: str, seed: int = 5):
+def _case(mode: str, seed: int = 5, attention: dict | None = None):
     cfg = {"type_map": ["O", "H", "C"],
            "descriptor": {"sel": SEL, "rcut": 3.0, "rcut_smth": 0.5, "neuron": [3, 6],
                           "axis_neuron": 2, "tebd_dim": 4, "attn_layer": 0,
-                          "set_davg_zero": False, **MODES[mode]},
+                          "set_davg_zero": False, **MODES[mode], **(attention or {})},
            "fitting_net": {"neuron": [4]}}
     model, params = build_model(cfg, seed=seed)
     rng = np.random.default_rng(seed)
@@ -80,12 +81,43 @@ def test_compressed_narrowed_list_gives_the_full_list_energies(mode):
     np.testing.assert_allclose(got["atom_energy"], full["atom_energy"], rtol=0, atol=1e-12)
 
 
-def test_attention_layers_are_not_narrowed():
-    model, _ = build_model({"type_map": ["O", "H"],
-                            "descriptor": {"type": "se_atten", "sel": 8, "rcut": 3.0,
-                                           "rcut_smth": 0.5, "neuron": [3, 6],
-                                           "axis_neuron": 2, "attn_layer": 2, "attn": 4},
-                            "fitting_net": {"neuron": [4]}}, seed=0)
-    assert not model.narrowable
-    with pytest.raises(ValueError, match="attention layers"):
-        model.narrowed((4,))
+#: attention layers: masked keys (smooth false) weigh exactly 0; smooth ones weigh e^-20 each
+#: in the softmax's denominator, so the slots left out must be counted there
+ATTENTION = {
+    "masked": {"attn_layer": 2, "attn": 5},
+    "smooth": {"attn_layer": 2, "attn": 5, "smooth_type_embedding": True},
+    "smooth_dotr": {"attn_layer": 1, "attn": 5, "smooth_type_embedding": True,
+                    "attn_dotr": False, "tebd_input_mode": "strip"},
+}
+
+
+@pytest.mark.parametrize("attention", sorted(ATTENTION))
+def test_narrowed_list_with_attention_layers_gives_the_full_list_energies(attention):
+    model, params, nd = _case("concat", attention=ATTENTION[attention])
+    assert model.narrowable
+    full = model.call_lower(params, nd.coord, nd.atype, nd.nlist, nd.mapping)
+    needed = _needed(nd.nlist)
+    assert needed < SEL
+    for width in (needed, needed + 2):
+        got = model.narrowed((width,)).call_lower(params, nd.coord, nd.atype,
+                                                  nd.nlist[..., :width], nd.mapping)
+        np.testing.assert_allclose(got["atom_energy"], full["atom_energy"], rtol=0, atol=1e-12)
+
+
+def test_smooth_attention_counts_the_slots_left_out():
+    """Dropping the left-out keys from the smooth softmax (no denominator term) changes the
+    energies: the test above can fail."""
+    from polypot.model.descriptor import attention as attention_module
+
+    model, params, nd = _case("concat", attention={**ATTENTION["smooth"], "attn_dotr": False})
+    full = model.call_lower(params, nd.coord, nd.atype, nd.nlist, nd.mapping)
+    width = _needed(nd.nlist)
+    narrow = model.narrowed((width,))
+    original = attention_module.softmax_with_constants
+    try:
+        attention_module.softmax_with_constants = (
+            lambda xp, x, count, value: original(xp, x, 0, value))
+        got = narrow.call_lower(params, nd.coord, nd.atype, nd.nlist[..., :width], nd.mapping)
+    finally:
+        attention_module.softmax_with_constants = original
+    assert np.abs(got["atom_energy"] - full["atom_energy"]).max() > 1e-9

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference_data import randomise_env_stats
+from reference_data import FIXTURES, randomise_env_stats
 
+from polypot.io.model_file import model_from_dict
+from polypot.io.neutral import load_neutral
 from polypot.model.build import build_model
 from polypot.neighbor import build_neighbor_data
 
@@ -82,9 +84,12 @@ def test_narrowed_refuses_other_models():
                                          "rcut_smth": 0.5, "neuron": [3, 6], "axis_neuron": 2,
                                          "attn_layer": 2, "attn": 4},
                           "fitting_net": {"neuron": [4]}}, seed=0)
-    assert model.narrowable and not att.narrowable
-    with pytest.raises(ValueError, match="without attention layers"):
-        att.narrowed((4,))
+    with pytest.raises(ValueError, match="one mixed section"):
+        att.narrowed((4, 4))
+    dpa2, _ = model_from_dict(load_neutral(FIXTURES / "dpa2" / "model.dp"))
+    assert model.narrowable and att.narrowable and not dpa2.narrowable
+    with pytest.raises(ValueError, match="no narrowed neighbour lists"):
+        dpa2.narrowed((4,))
 
 
 def test_compressed_narrowed_list_gives_the_full_list_energies():

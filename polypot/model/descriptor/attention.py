@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..array_api import l2_normalize, namespace, softmax
+from ..array_api import l2_normalize, namespace, softmax, softmax_with_constants
 from ..errors import check_class, check_version
 from ..network import Layer, LayerNorm, Params
 from ..precision import canonical
@@ -70,15 +70,20 @@ class GatedAttentionLayer:
         return {"in_proj": self.in_proj.init(rng), "out_proj": self.out_proj.init(rng),
                 "norm": self.norm.init(rng)}
 
-    def __call__(self, p: Params, x: Any, mask: Any, unit_r: Any, sw: Any) -> Any:
-        """x (nb, nnei, M); mask (nb, nnei) bool; unit_r (nb, nnei, 3); sw (nb, nnei, 1)."""
+    def __call__(self, p: Params, x: Any, mask: Any, unit_r: Any, sw: Any,
+                 left_out: Any = 0) -> Any:
+        """x (nb, nnei, M); mask (nb, nnei) bool; unit_r (nb, nnei, 3); sw (nb, nnei, 1).
+
+        ``left_out``: empty slots of every row not passed (a narrowed list, nnei columns of
+        ``self.nnei``; may be symbolic). They change nothing but the smooth softmax's
+        denominator, where each adds e^-ATTN_SHIFT (masked keys weigh exactly 0 otherwise)."""
         xp = namespace(x)
-        nb = x.shape[0]
+        nb, nnei = x.shape[0], x.shape[1]
         h, hd = self.num_heads, self.head_dim
         qkv = self.in_proj(p["in_proj"], x)
 
         def heads(t: Any) -> Any:
-            return xp.permute_dims(xp.reshape(t, (nb, self.nnei, h, hd)), (0, 2, 1, 3))
+            return xp.permute_dims(xp.reshape(t, (nb, nnei, h, hd)), (0, 2, 1, 3))
 
         q = heads(qkv[..., 0:hd])
         k = heads(qkv[..., hd:2 * hd])
@@ -88,12 +93,15 @@ class GatedAttentionLayer:
         q = q * self.scaling
         w = xp.matmul(q, xp.permute_dims(k, (0, 1, 3, 2)))  # (nb, h, nnei, nnei)
         if self.smooth:
-            s = xp.reshape(sw, (nb, 1, self.nnei))
+            s = xp.reshape(sw, (nb, 1, nnei))
             pair = s[:, :, :, None] * s[:, :, None, :]
             w = (w + ATTN_SHIFT) * pair - ATTN_SHIFT
+            # an empty key's logit is -ATTN_SHIFT whatever its row
+            w = (softmax(xp, w, axis=-1) if isinstance(left_out, int) and left_out == 0
+                 else softmax_with_constants(xp, w, left_out, -ATTN_SHIFT))
         else:
             w = xp.where(mask[:, None, None, :], w, xp.full_like(w, MASKED_LOGIT))
-        w = softmax(xp, w, axis=-1)
+            w = softmax(xp, w, axis=-1)
         w = xp.where(mask[:, None, :, None], w, xp.zeros_like(w))
         if self.smooth:
             w = w * pair
@@ -101,7 +109,7 @@ class GatedAttentionLayer:
             gate = xp.matmul(unit_r, xp.permute_dims(unit_r, (0, 2, 1)))
             w = w * gate[:, None, :, :]
         o = xp.matmul(w, v)
-        o = xp.reshape(xp.permute_dims(o, (0, 2, 1, 3)), (nb, self.nnei, self.hidden_dim))
+        o = xp.reshape(xp.permute_dims(o, (0, 2, 1, 3)), (nb, nnei, self.hidden_dim))
         return self.norm(p["norm"], x + self.out_proj(p["out_proj"], o))
 
     def serialize(self, p: Params) -> dict:
@@ -165,9 +173,10 @@ class NeighborGatedAttention:
     def init(self, rng: np.random.Generator) -> Params:
         return {"layers": [layer.init(rng) for layer in self.layers]}
 
-    def __call__(self, p: Params, x: Any, mask: Any, unit_r: Any, sw: Any) -> Any:
+    def __call__(self, p: Params, x: Any, mask: Any, unit_r: Any, sw: Any,
+                 left_out: Any = 0) -> Any:
         for layer, lp in zip(self.layers, p["layers"], strict=True):
-            x = layer(lp, x, mask, unit_r, sw)
+            x = layer(lp, x, mask, unit_r, sw, left_out)
         return x
 
     def serialize(self, p: Params) -> dict:

@@ -132,11 +132,8 @@ class DescrptSeAtten:
             p["embedding_strip"] = self.embedding_strip.init(rng)
         return p
 
-    @property
-    def narrowable(self) -> bool:
-        """True if :meth:`narrowed` exists for this descriptor: without attention layers (with
-        them, the empty keys enter the softmax's denominator)."""
-        return self.attn_layer == 0
+    #: :meth:`narrowed` exists (with attention layers too: see there)
+    narrowable = True
 
     def narrowed(self, widths: tuple[Any, ...]) -> DescrptSeAtten:
         """This descriptor reading neighbour lists of ``widths[0] <= sel`` columns: the first
@@ -144,10 +141,10 @@ class DescrptSeAtten:
         with the full list: every slot left out is empty for every atom, and an empty slot
         contributes a constant per (centre type, type of the frame's atom 0), since its row is
         -davg/dstd (not zero unless davg is) and its embedding sees atom 0's type; added by
-        :meth:`_missing_slots`. The width may be symbolic (``jax.export``)."""
-        if not self.narrowable:
-            raise ValueError(f"{self.type_name}: no narrowed neighbour lists with attention "
-                             "layers")
+        :meth:`_missing_slots`. In the attention layers an empty slot's own row only passes
+        through each layer's output bias and norm (its attention weights are masked), and as
+        a key it weighs nothing but adds e^-20 to the smooth softmax's denominator
+        (``GatedAttentionLayer``'s ``left_out``). The width may be symbolic (``jax.export``)."""
         if len(widths) != 1:
             raise ValueError(f"{self.type_name}: {len(widths)} list widths for one mixed "
                              "section")
@@ -270,7 +267,7 @@ class DescrptSeAtten:
             norm = safe_norm(xp, r3)
             unit_r = r3 / xp.maximum(norm, xp.full_like(norm, 1e-12))
             gg = self.attention(p["attention"], gg, xp.reshape(mask, (nf * nloc, nnei)), unit_r,
-                                xp.reshape(sw, (nf * nloc, nnei, 1)))
+                                xp.reshape(sw, (nf * nloc, nnei, 1)), self.sel - nnei)
         rr2 = xp.reshape(rr, (nf * nloc, nnei, 4))
         return xp.matmul(xp.permute_dims(gg, (0, 2, 1)), rr2) / self.nnei  # (nb, ng, 4)
 
