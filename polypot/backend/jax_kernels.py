@@ -20,7 +20,8 @@ repformer layer) evaluate the model chunk by chunk of centre atoms, each chunk r
 the backward pass (``jax.checkpoint``): peak memory follows the chunk, not the system, and the
 working set of a chunk stays in cache. Chunk sizes, in (centre, neighbour) pairs:
 ``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048), and
-for the table kernels ``POLYPOT_TABLE_CHUNK_PAIRS`` (default 2048);
+for the table kernels ``POLYPOT_TABLE_CHUNK_PAIRS`` (default 2048, with
+``POLYPOT_TABLE_CHUNKS_PER_STEP`` chunks per loop step, default 4);
 smaller values lower the memory further (read when this module is imported; they shape the
 program when a model is traced, i.e. at freeze time for ``.hlo`` files). Systems of known size
 up to ``WHOLE_SYSTEM_PAIRS`` stay whole.
@@ -63,6 +64,11 @@ GPU_CHUNKS = os.environ.get("POLYPOT_GPU_CHUNKS", "") not in ("", "0")
 #: whole, 0.48 chunked). Frozen programs (symbolic sizes) always chunk.
 WHOLE_SYSTEM_PAIRS = 131072
 NCOEF = 6
+#: chunks per loop step of the table kernels (``_chunked``'s ``par``): independent chunks the
+#: CPU runtime may run at once (compressed models, 1536 atoms, 2 cores: 1 -> 4 took se_e2_a
+#: 248 -> 228 ms and DPA-1 L0 229 -> 205 ms; bench/README.md). Override with
+#: POLYPOT_TABLE_CHUNKS_PER_STEP
+TABLE_PAR = int(os.environ.get("POLYPOT_TABLE_CHUNKS_PER_STEP", "4"))
 
 
 def _chunked(fn: Any, ch: int, *arrays: Any, whole: Any = None, par: int = 1) -> Any:
@@ -170,7 +176,8 @@ def _contract_value(spec: Any, table: Any, s: Any, rr: Any, index: Any) -> Any:
         (g,) = _values(spec, coef, s_, index_, slope=False)
         return jnp.einsum("anm,anc->amc", g, rr_)
 
-    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, whole=chunk)
+    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, whole=chunk,
+                    par=TABLE_PAR)
 
 
 # the forward rule calls the plain function, not the custom_vjp one: an outer JVP (the Hessian's
@@ -191,7 +198,8 @@ def _contract_bwd(spec: Any, res: Any, h: Any) -> tuple[Any, ...]:
         both = jnp.einsum("aknm,amc->aknc", jnp.stack([g, dg], axis=1), h_)
         return jnp.sum(both[:, 1] * rr_, axis=-1) * inside, both[:, 0]
 
-    ds, drr = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, h, whole=chunk)
+    ds, drr = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, index, h, whole=chunk,
+                       par=TABLE_PAR)
     return None, ds, drr, None
 
 
@@ -218,7 +226,8 @@ def _typed_value(cfg: tuple[Any, bool], table: Any, ttab: Any, s: Any, rr: Any, 
         gg = g * (1.0 + (w_[..., None] * t if weighted else t))
         return jnp.einsum("anm,anc->amc", gg, rr_)
 
-    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, whole=chunk)
+    return _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, whole=chunk,
+                    par=TABLE_PAR)
 
 
 _typed = functools.partial(jax.custom_vjp, nondiff_argnums=(0,))(_typed_value)
@@ -246,7 +255,8 @@ def _typed_bwd(cfg: tuple[Any, bool], res: Any, h: Any) -> tuple[Any, ...]:
         dw = jnp.sum(out[:, 2] * rr_, axis=-1) if weighted else jnp.zeros_like(ds)
         return ds, out[:, 0], dw
 
-    ds, drr, dw = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, h, whole=chunk)
+    ds, drr, dw = _chunked(chunk, _per_chunk(s.shape[-1]), s, rr, tindex, w, h, whole=chunk,
+                           par=TABLE_PAR)
     return None, None, ds, drr, None, dw if weighted else None
 
 
