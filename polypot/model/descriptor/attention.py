@@ -80,14 +80,18 @@ class GatedAttentionLayer:
         xp = namespace(x)
         nb, nnei = x.shape[0], x.shape[1]
         h, hd = self.num_heads, self.head_dim
-        qkv = self.in_proj(p["in_proj"], x)
+        w_in, b_in = p["in_proj"]["w"], p["in_proj"].get("b")
 
-        def heads(t: Any) -> Any:
+        def heads(i: int) -> Any:
+            # Q, K, V as three products with column blocks of the projection, not slices of
+            # one product: slicing made the backward pass pad and add three (rows, 3 * hd)
+            # cotangents
+            t = xp.matmul(x, w_in[:, i * hd:(i + 1) * hd])
+            if b_in is not None:
+                t = t + b_in[i * hd:(i + 1) * hd]
             return xp.permute_dims(xp.reshape(t, (nb, nnei, h, hd)), (0, 2, 1, 3))
 
-        q = heads(qkv[..., 0:hd])
-        k = heads(qkv[..., hd:2 * hd])
-        v = heads(qkv[..., 2 * hd:3 * hd])
+        q, k, v = heads(0), heads(1), heads(2)
         if self.normalize:
             q, k, v = l2_normalize(xp, q), l2_normalize(xp, k), l2_normalize(xp, v)
         q = q * self.scaling
