@@ -24,7 +24,11 @@ each type section (DPA-1: the one mixed section), passed as one array per sectio
 (nf, nloc, w_t) with symbolic w_t <= sel[t] (sel as in the metadata). ``run`` cuts the full list
 itself and uses it; the result is the full program's (``EnergyModel.narrowed``), with fewer
 padded slots through the embedding nets and attention layers (water, se_e2_a sel [46, 92]:
-[36, 68] columns used; DPA-1 sel 120: 104).
+[36, 68] columns used; DPA-1 sel 120: 104). For compressed models with one fitting net per type
+(``sorts_centres``; ``polypot.programs`` says ``narrow_sorted``) it also takes the local atoms
+sorted by type, one int8 marker array (n_t,) per type after the mapping, nloc = sum n_t, so
+each net runs on its own rows; ``run`` sorts them and puts the per-atom results back, and runs
+the full program where a type is absent or frames differ in their types.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ PROGRAMS = {False: "stablehlo", True: "stablehlo_atomic_virial"}
 #: polypot's program for narrowed neighbour lists (``EnergyModel.narrowed``): as ``stablehlo``
 #: but the list comes as one array per type section, (nf, nloc, w_t) with symbolic w_t <= sel[t]
 NARROW_PROGRAM = "stablehlo_narrow"
+#: the ``programs`` entry of a narrow program whose local atoms come sorted by type, one
+#: marker array (n_t,) per type after the mapping (``sorts_centres``); "narrow" otherwise
+SORTED_NARROW = "narrow_sorted"
 #: section widths of a narrowed list are rounded up to a multiple of this (fewer compilations)
 WIDTH_MULTIPLE = 4
 #: platforms the programs are lowered for
@@ -57,7 +64,10 @@ PLATFORMS = ("cpu", "cuda")
 #: symbolic dimensions and their constraint
 SYMBOLS = "nf, nall, nloc"
 CONSTRAINTS = ("nall >= nloc",)
-FORMAT_VERSION = 1
+#: the newest ``polypot.format_version`` read; 2: the narrow program may take the local atoms
+#: sorted by type (``SORTED_NARROW``; older readers would call it without its markers). Files
+#: without it are written as 1, which every reader takes
+FORMAT_VERSION = 2
 #: the extended atom count is padded up to a multiple of this before a program runs (one XLA
 #: compilation per bucket instead of one per MD step whose image count differs)
 NALL_MULTIPLE = 128
@@ -136,31 +146,55 @@ def _read_h5(path: Path) -> dict:
 
 
 # ---- freeze ------------------------------------------------------------------------------------
+def sorts_centres(model: Any) -> bool:
+    """True if the narrow program of ``model`` takes its local atoms sorted by type
+    (:data:`SORTED_NARROW`): compressed models with one fitting net per type, whose fitting
+    runs on the whole system (uncompressed models group centres by type in their chunks)."""
+    return (not model.mixed_types
+            and getattr(model.atomic.descriptor, "compress", None) is not None)
+
+
 def export_program(model: Any, params: Any, atomic: bool, narrow: bool = False) -> bytes:
     """Serialized ``jax.export`` program of the lower interface (parameters as constants);
-    ``narrow``: the :data:`NARROW_PROGRAM` (one nlist array per type section)."""
+    ``narrow``: the :data:`NARROW_PROGRAM` (one nlist array per type section; for
+    :func:`sorts_centres` models also one marker (n_t,) per type, local atoms sorted by type,
+    nloc = sum n_t)."""
     from ..model.precision import to_dtype
+    from .jax_kernels import centres_sorted_by_type
 
     p = _jax_backend.JaxBackend().convert_params(params)
     nsections = 1 if isinstance(model.sel, int) else len(model.sel)
     widths = "".join(f", w{t}" for t in range(nsections)) if narrow else ""
-    nf, nall, nloc, *ws = jax.export.symbolic_shape(SYMBOLS + widths, constraints=CONSTRAINTS)
+    ntypes = len(model.type_map)
+    sort = narrow and sorts_centres(model)
+    counts = "".join(f", n{t}" for t in range(ntypes)) if sort else ""
+    constraints = CONSTRAINTS + ((f"nloc == {' + '.join(f'n{t}' for t in range(ntypes))}",)
+                                 if sort else ())
+    nf, nall, nloc, *extra = jax.export.symbolic_shape(SYMBOLS + widths + counts,
+                                                       constraints=constraints)
+    ws, ns = (extra[:nsections], extra[nsections:]) if narrow else ([], [])
     if narrow:
         model = model.narrowed(tuple(ws))
         nlists = [jax.ShapeDtypeStruct((nf, nloc, w), jnp.int64) for w in ws]
     else:
         nlists = [jax.ShapeDtypeStruct((nf, nloc, int(np.sum(model.sel))), jnp.int64)]
+    markers = [jax.ShapeDtypeStruct((n,), jnp.int8) for n in ns]
     fn = _jax_backend.lower_function(model, atomic)
 
     def program(coord_ext: Any, atype_ext: Any, *rest: Any) -> dict:
-        nlist = rest[0] if len(rest) == 2 else jnp.concatenate(rest[:-1], axis=-1)
-        return fn(p, coord_ext, atype_ext, nlist, rest[-1])
+        lists, mapping = rest[:len(nlists)], rest[len(nlists)]
+        nlist = lists[0] if len(lists) == 1 else jnp.concatenate(lists, axis=-1)
+        if not sort:
+            return fn(p, coord_ext, atype_ext, nlist, mapping)
+        with centres_sorted_by_type(tuple(m.shape[0] for m in rest[len(nlists) + 1:])):
+            return fn(p, coord_ext, atype_ext, nlist, mapping)
 
     exported = jax.export.export(jax.jit(program), platforms=PLATFORMS)(
         jax.ShapeDtypeStruct((nf, nall, 3), to_dtype(model.precision)),
         jax.ShapeDtypeStruct((nf, nall), jnp.int64),
         *nlists,
         jax.ShapeDtypeStruct((nf, nall), jnp.int64),
+        *markers,
     )
     return bytes(exported.serialize())
 
@@ -199,7 +233,7 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
     doc["constants"] = _constants(model)
     doc["polypot"] = {
         "format": "jax-hlo",
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if narrow and sorts_centres(model) else 1,
         "metadata": frozen_metadata(model, "jax", model_def_script),
         "jax_version": jax.__version__,
         "symbols": SYMBOLS,
@@ -209,7 +243,8 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
         "programs": {key: "atomic" if atomic else "default" for atomic, key in PROGRAMS.items()},
     }
     if narrow:
-        doc["polypot"]["programs"][NARROW_PROGRAM] = "narrow"
+        doc["polypot"]["programs"][NARROW_PROGRAM] = (SORTED_NARROW if sorts_centres(model)
+                                                      else "narrow")
     doc.update(software="polypot", version=__version__, time=str(datetime.now(UTC)))
     _write_h5(path, doc)
 
@@ -265,6 +300,8 @@ class JaxFrozenModel:
             self._narrow = _jax_backend.cpu_jit(program.call)
             self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
+        self.sorted = (self._narrow is not None
+                       and info.get("programs", {}).get(NARROW_PROGRAM) == SORTED_NARROW)
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
@@ -278,11 +315,43 @@ class JaxFrozenModel:
         coord, atype, nl, mp = check_lower_inputs(coord_ext, atype_ext, nlist, mapping,
                                                   self.coord_dtype, self.nnei)
         coord, atype, mp = _pad_atoms(coord, atype, mp)
-        if self._narrow is not None and not atomic:
+        if self.sorted and not atomic:
+            out = self._run_sorted(coord, atype, nl, mp)
+            if out is not None:
+                return out
+        if self._narrow is not None and not atomic and not self.sorted:
             out = self._narrow(coord, atype, *self._narrow_sections(nl), mp)
         else:
             out = self._call(bool(atomic))(coord, atype, nl, mp)
         return {k: np.array(v) for k, v in out.items()}
+
+    def _run_sorted(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
+                    mp: np.ndarray) -> dict | None:
+        """The :data:`SORTED_NARROW` program on the local atoms sorted by type (stable), the
+        per-atom results put back in the caller's order; None (run the full program) unless
+        every frame has the same local types and every type is present (the program's counts
+        are at least 1)."""
+        nloc, ntypes = nl.shape[1], len(self.sections)
+        local = atype[:, :nloc]
+        if nloc == 0 or np.any(local != local[:1]) or local.min() < 0:
+            return None
+        counts = np.bincount(local[0], minlength=ntypes)
+        if counts.size != ntypes or counts.min() == 0:
+            return None
+        perm = np.argsort(local[0], kind="stable")
+        inv = np.empty_like(perm)
+        inv[perm] = np.arange(nloc)
+        remap = np.concatenate([inv, np.arange(nloc, atype.shape[1])])  # old -> new index
+        coord = np.concatenate([coord[:, perm], coord[:, nloc:]], axis=1)
+        atype = np.concatenate([local[:, perm], atype[:, nloc:]], axis=1)
+        mp = remap[np.concatenate([mp[:, perm], mp[:, nloc:]], axis=1)]
+        nl = nl[:, perm]
+        nl = np.where(nl >= 0, remap[nl], nl)
+        markers = [np.zeros(n, np.int8) for n in counts]
+        out = self._narrow(coord, atype, *self._narrow_sections(nl), mp, *markers)
+        # per-atom results (nf, nloc, k) back to the caller's order
+        return {k: np.array(v)[:, inv] if np.ndim(v) == 3 else np.array(v)
+                for k, v in out.items()}
 
     def _narrow_sections(self, nl: np.ndarray) -> list[np.ndarray]:
         """The type sections of the full list ``nl`` cut after their last used column over

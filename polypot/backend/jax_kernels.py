@@ -459,6 +459,31 @@ def uniform_type_params(ps: list, index: Any) -> Any:
 register_kernel("uniform_type_params", "jax.numpy", uniform_type_params)
 
 
+#: the centres' count per type while tracing a program whose centres come sorted by type
+_TYPE_COUNTS: list[tuple[Any, ...]] = []
+
+
+@contextlib.contextmanager
+def centres_sorted_by_type(counts: tuple[Any, ...]) -> Iterator[None]:
+    """Trace a program whose local atoms come sorted by type, ``counts[t]`` of type t (may be
+    symbolic; the caller sorts them): a per-type fitting of the whole system then runs each
+    type's net on its own rows instead of every net on every row, masked (``EnergyFitting``;
+    compressed se_e2_a, 1536 water atoms: value and gradient of the fitting 81 -> 40 ms)."""
+    _TYPE_COUNTS.append(tuple(counts))
+    try:
+        yield
+    finally:
+        _TYPE_COUNTS.pop()
+
+
+def sorted_type_counts() -> tuple[Any, ...] | None:
+    """The counts of :func:`centres_sorted_by_type` being traced, or None."""
+    return _TYPE_COUNTS[-1] if _TYPE_COUNTS else None
+
+
+register_kernel("sorted_type_counts", "jax.numpy", sorted_type_counts)
+
+
 # ---- message-passing layers in chunks of centre rows ------------------------------------------
 def row_chunks(fn: Any, shared: tuple, rows: tuple, nnei: int) -> Any:
     """``fn(*shared, *rows_chunk)`` over chunks of the centre axis (1) of ``rows``

@@ -79,9 +79,16 @@ class DPAtomicModel:
                  or getattr(self.descriptor, "compress", None) is not None)
         chunks = None if whole else find_kernel("centre_chunks", xp)
 
+        # a program whose centres come sorted by type (the backend vouches; the whole system
+        # only): per-type fitting nets on their own rows
+        counts = find_kernel("sorted_type_counts", xp)
+        counts = None if counts is None or chunks is not None else counts()
+
         def energies(coord: Any, types: Any, nl: Any) -> Any:
             d = self.descriptor(p["descriptor"], coord, types, nl,
                                 mapping if chunks is None else None)
+            if counts is not None:
+                return self.fitting(p["fitting"], d, types[:, :nl.shape[1]], counts)
             return self.fitting(p["fitting"], d, types[:, :nl.shape[1]])
 
         if chunks is None:

@@ -201,6 +201,8 @@ def test_hlo_narrow_program_matches_the_full_list(frozen_dir):
     davg is not zero, so the empty slots left out contribute)."""
     frozen = load_frozen(frozen_dir / "se_e2_a.hlo")
     assert frozen.sections == [46, 92]
+    # uncompressed: centres are grouped by type in chunks, atoms stay in the caller's order
+    assert not frozen.sorted and frozen._doc["polypot"]["format_version"] == 1
     d = dict(np.load(frozen_dir / "se_e2_a-periodic-in.npz"))
     got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
     assert all(0 < w < s for w, s in zip(frozen._widths, frozen.sections, strict=True))
@@ -247,6 +249,56 @@ def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
             else:
                 assert max_rel(got[key][f], full[key][f]) < tol, key
     _assert_matches(got, fixture_reference(name, "periodic"), 2, KEYS[:4], (name, "periodic"))
+
+
+@pytest.fixture(scope="module")
+def compressed_se_e2_a(models, tmp_path_factory):
+    from polypot.model.compress import compress_model
+
+    cmodel, cparams = compress_model(*models["se_e2_a"], 0.9)
+    path = tmp_path_factory.mktemp("sorted") / "c.hlo"
+    freeze(path, cmodel, cparams)
+    return cmodel, load_frozen(path)
+
+
+def test_hlo_sorted_narrow_program_puts_atoms_back_in_order(compressed_se_e2_a):
+    """Compressed se_e2_a: the narrow program takes the local atoms sorted by type (each
+    type's fitting net on its own rows); ``run`` sorts a shuffled frame, and its per-atom
+    results come back in the caller's order, equal to the full program's."""
+    cmodel, frozen = compressed_se_e2_a
+    assert frozen.sorted and frozen._doc["polypot"]["format_version"] == 2
+    nd = _neighbors(cmodel, "se_e2_a", "shuffled")
+    d = {"coord": nd.coord, "atype": nd.atype, "nlist": nd.nlist, "mapping": nd.mapping}
+    assert np.any(np.diff(nd.atype[0, :nd.nlist.shape[1]]) < 0)  # really shuffled
+    padded = jax_frozen._pad_atoms(d["coord"], d["atype"], d["mapping"])
+    got = frozen._run_sorted(padded[0], padded[1], d["nlist"], padded[2])
+    assert got is not None
+    full = _run_full(frozen, d)
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    out = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    np.testing.assert_array_equal(out["force"], got["force"])
+
+
+def test_hlo_sorted_narrow_program_falls_back_without_a_type(compressed_se_e2_a):
+    """A frame without H atoms (the program's counts must be positive) or frames with
+    different local types run the full program."""
+    cmodel, frozen = compressed_se_e2_a
+    coord, cell, atype = fixture_frames("se_e2_a", "periodic")
+    oxygen = atype == 0
+    nd = build_neighbor_data(coord[:1][:, oxygen], cell[:1], atype[oxygen], cmodel.rcut,
+                             cmodel.sel)
+    d = {"coord": nd.coord, "atype": nd.atype, "nlist": nd.nlist, "mapping": nd.mapping}
+    assert frozen._run_sorted(d["coord"], d["atype"], d["nlist"], d["mapping"]) is None
+    got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    full = _run_full(frozen, d)
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    mixed = _neighbors(cmodel, "se_e2_a", "periodic")
+    atype2 = mixed.atype.copy()
+    other = int(np.flatnonzero(atype2[1] != atype2[1, 0])[0])  # swap two types in frame 1
+    atype2[1, [0, other]] = atype2[1, [other, 0]]
+    assert frozen._run_sorted(mixed.coord, atype2, mixed.nlist, mixed.mapping) is None
 
 
 @pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0"])

@@ -48,11 +48,22 @@ class EnergyFitting:
         dt = to_dtype(self.precision)
         return {"nets": self.nets.init(rng), "bias_atom_e": np.zeros((self.ntypes, 1), dtype=dt)}
 
-    def __call__(self, p: Params, descriptor: Any, atype: Any) -> Any:
-        """descriptor (nf, nloc, dim_descrpt), atype (nf, nloc) -> energy (nf, nloc, 1)."""
+    def __call__(self, p: Params, descriptor: Any, atype: Any,
+                 sorted_counts: tuple[Any, ...] | None = None) -> Any:
+        """descriptor (nf, nloc, dim_descrpt), atype (nf, nloc) -> energy (nf, nloc, 1).
+        ``sorted_counts``: the atoms come sorted by type, ``sorted_counts[t]`` of type t (may
+        be symbolic): each type's net runs on its own rows only."""
         xp = namespace(descriptor)
         bias = p["bias_atom_e"]
-        if self.mixed_types:
+        if sorted_counts is not None and not self.mixed_types:
+            parts, start = [], 0
+            for t, n in enumerate(sorted_counts):
+                rows = descriptor[:, start:start + n]
+                parts.append(self.nets.net((t,))(self.nets.params(p["nets"], (t,)), rows)
+                             + bias[t, :])
+                start = start + n
+            out = xp.concat(parts, axis=1)
+        elif self.mixed_types:
             out = self.nets.net(())(self.nets.params(p["nets"], ()), descriptor)
             nf, nloc = atype.shape
             out = out + xp.reshape(xp.take(bias, xp.reshape(atype, (-1,)), axis=0), (nf, nloc, 1))
