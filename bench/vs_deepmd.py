@@ -18,9 +18,16 @@ model_deepmd.pth -o model_deepmd_compressed.pth -t input.json`` (the .dp carries
 neighbour distance, so the water data ``--training-data`` is given through a generated
 input.json) against ``polypot compress -i model.dp -o model_compressed.dp -t input.json``.
 
+``--rounds K`` runs the two codes alternately K times (fresh processes each time) and reports
+each code's median call and the ratio of every round: on a machine shared with other jobs the
+speed drifts over minutes, and two runs of one script gave DeePMD-kit 584 and 452 ms for the
+same compressed model.
+
     .venv/bin/python bench/vs_deepmd.py --sizes 192 1536                     # se_e2_a float64
     .venv/bin/python bench/vs_deepmd.py --model-name dpa1_l0 --compressed --csv vs.csv
     .venv/bin/python bench/vs_deepmd.py --deepmd-python /path/to/venv/bin/python --model m.dp
+    .venv/bin/python bench/vs_deepmd.py --deepmd-backend tf --model-name se_e2_a --sizes 1536 \
+        12288 --backends jax --compressed --repeats 3 --warmup 1 --rounds 3
 """
 
 from __future__ import annotations
@@ -78,13 +85,33 @@ def fmt_mem(r: dict) -> str:
     return f"+{r['rss_growth_mb']:.0f} ({r['peak_rss_mb']:.0f})"
 
 
+def median_result(runs: list[dict[int, dict]], n: int) -> dict:
+    """The result of size ``n`` with the median ms over several rounds' sweeps (the lower
+    middle one for an even count), or the first round's failure if no round ran."""
+    ok = sorted((r[n] for r in runs if r.get(n, {}).get("status") == "ok"),
+                key=lambda res: res["ms"])
+    return ok[(len(ok) - 1) // 2] if ok else runs[0].get(n, {})
+
+
+def round_ratios(dp_runs: list[dict[int, dict]], pp_runs: list[dict[str, dict[int, dict]]],
+                 n: int) -> list[float]:
+    """polypot's fastest backend / DeePMD-kit, ms, in each round where both ran size ``n``."""
+    out = []
+    for d, p in zip(dp_runs, pp_runs, strict=True):
+        ok = [res[n]["ms"] for res in p.values() if res.get(n, {}).get("status") == "ok"]
+        if d.get(n, {}).get("status") == "ok" and ok:
+            out.append(min(ok) / d[n]["ms"])
+    return out
+
+
 def comparison_table(dp_res: dict[int, dict], pp_res: dict[str, dict[int, dict]],
-                     sizes: list[int]) -> list[str]:
-    """Markdown lines: per size DeePMD-kit's and polypot's fastest backend, ratio, memory."""
+                     sizes: list[int], ratios: dict[int, list[float]] | None = None) -> list[str]:
+    """Markdown lines: per size DeePMD-kit's and polypot's fastest backend, ratio, memory;
+    ``ratios``: polypot / DeePMD-kit in each round (``--rounds``), a column of its own."""
     lines = ["| atoms | DeePMD-kit ms | polypot ms (backend) | DeePMD-kit / polypot | "
              "DeePMD-kit MB +growth (peak) | polypot MB +growth (peak) | abs dE per atom, eV | "
-             "all polypot backends ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "all polypot backends ms |" + (" polypot / DeePMD-kit per round |" if ratios else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if ratios else "")]
     for n in sizes:
         d = dp_res.get(n, {})
         ok = {b: res[n] for b, res in pp_res.items() if res.get(n, {}).get("status") == "ok"}
@@ -99,8 +126,10 @@ def comparison_table(dp_res: dict[int, dict], pp_res: dict[str, dict[int, dict]]
         others = ", ".join(f"{b} {res[n]['ms']:.1f}" if res.get(n, {}).get("status") == "ok"
                            else f"{b} {res.get(n, {}).get('status', '')}"
                            for b, res in pp_res.items())
+        per_round = (" " + " ".join(f"{r:.2f}" for r in ratios.get(n, [])) + " |"
+                     if ratios else "")
         lines.append(f"| {n} | {d_ms} | {p_ms} | {ratio} | {fmt_mem(d)} | "
-                     f"{fmt_mem(p) if best else ''} | {de} | {others} |")
+                     f"{fmt_mem(p) if best else ''} | {de} | {others} |{per_round}")
     return lines
 
 
@@ -120,6 +149,10 @@ def main() -> int:
                          "tensorflow-cpu in its venv, see bench/README.md)")
     ap.add_argument("--training-data", type=Path, default=WATER,
                     help="system for `dp --pt compress -t` (minimal neighbour distance)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run DeePMD-kit and polypot alternately this many times per model "
+                         "(each a fresh process per size); the tables show the median call of "
+                         "each code and the ratio of every round (default 1)")
     md_step.add_timing_options(ap)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--csv", type=Path, default=None)
@@ -211,20 +244,29 @@ def main() -> int:
             return [args.deepmd_python, str(here), "--deepmd-child", str(dp_file),
                     str(work / f"water_{n}.npz"), *md_step.child_args(args)]
 
-        dp_res = md_step.sweep(dp_cmd, sizes, args,
-                               log("deepmd", variant, args.deepmd_backend))
-        pp_res = {}
+        frozen = {b: pp_file.with_suffix(md_step.FROZEN[b]) for b in backends}
         for b in backends:
-            frozen = pp_file.with_suffix(md_step.FROZEN[b])
-            convert(pp_file, frozen)
+            convert(pp_file, frozen[b])
 
-            def pp_cmd(n, frozen=frozen):
-                return [sys.executable, str(md_step_py), "--child", str(frozen), str(n),
-                        *md_step.child_args(args)]
+        def pp_cmd(n, b, frozen=frozen):
+            return [sys.executable, str(md_step_py), "--child", str(frozen[b]), str(n),
+                    *md_step.child_args(args)]
 
-            pp_res[b] = md_step.sweep(pp_cmd, sizes, args, log("polypot", variant, b))
+        # rounds alternate the two codes, so that a machine whose speed drifts (shared CPUs)
+        # slows both alike; each round's ratio is printed
+        dp_runs, pp_runs = [], []
+        for _ in range(max(1, args.rounds)):
+            dp_runs.append(md_step.sweep(dp_cmd, sizes, args,
+                                         log("deepmd", variant, args.deepmd_backend)))
+            pp_runs.append({b: md_step.sweep(lambda n, b=b: pp_cmd(n, b), sizes, args,
+                                             log("polypot", variant, b)) for b in backends})
+        dp_res = {n: median_result(dp_runs, n) for n in sizes}
+        pp_res = {b: {n: median_result([r[b] for r in pp_runs], n) for n in sizes}
+                  for b in backends}
+        ratios = ({n: round_ratios(dp_runs, pp_runs, n) for n in sizes}
+                  if args.rounds > 1 else None)
         print(f"\n## {variant} model\n")
-        print("\n".join(comparison_table(dp_res, pp_res, sizes)))
+        print("\n".join(comparison_table(dp_res, pp_res, sizes, ratios)))
     if args.compressed and len(variants) == 1:
         print("\n(compressed: not compared, see the messages above)")
     if args.csv:
