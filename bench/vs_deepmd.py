@@ -93,14 +93,20 @@ def median_result(runs: list[dict[int, dict]], n: int) -> dict:
     return ok[(len(ok) - 1) // 2] if ok else runs[0].get(n, {})
 
 
+def fastest(pp_res: dict[str, dict[int, dict]], n: int) -> str | None:
+    """The polypot backend that ran size ``n`` fastest, or None if none ran it."""
+    ok = {b: res[n] for b, res in pp_res.items() if res.get(n, {}).get("status") == "ok"}
+    return min(ok, key=lambda b: ok[b]["ms"]) if ok else None
+
+
 def round_ratios(dp_runs: list[dict[int, dict]], pp_runs: list[dict[str, dict[int, dict]]],
                  n: int) -> list[float]:
     """polypot's fastest backend / DeePMD-kit, ms, in each round where both ran size ``n``."""
     out = []
     for d, p in zip(dp_runs, pp_runs, strict=True):
-        ok = [res[n]["ms"] for res in p.values() if res.get(n, {}).get("status") == "ok"]
-        if d.get(n, {}).get("status") == "ok" and ok:
-            out.append(min(ok) / d[n]["ms"])
+        best = fastest(p, n)
+        if d.get(n, {}).get("status") == "ok" and best:
+            out.append(p[best][n]["ms"] / d[n]["ms"])
     return out
 
 
@@ -114,9 +120,8 @@ def comparison_table(dp_res: dict[int, dict], pp_res: dict[str, dict[int, dict]]
              "|---|---|---|---|---|---|---|---|" + ("---|" if ratios else "")]
     for n in sizes:
         d = dp_res.get(n, {})
-        ok = {b: res[n] for b, res in pp_res.items() if res.get(n, {}).get("status") == "ok"}
-        best = min(ok, key=lambda b: ok[b]["ms"]) if ok else None
-        p = ok[best] if best else {}
+        best = fastest(pp_res, n)
+        p = pp_res[best][n] if best else {}
         d_ms = f"{d['ms']:.1f}" if d.get("status") == "ok" else d.get("status", "")
         p_ms = f"{p['ms']:.1f} ({best})" if best else "/".join(
             sorted({res.get(n, {}).get("status", "") for res in pp_res.values()}))
