@@ -10,7 +10,7 @@ import numpy as np
 
 from ._checks import check_inputs
 from .extend import Extension, extend_frame, extended_rank
-from .pairs import find_pairs, new_calculator
+from .pairs import cached_calculator, find_pairs
 
 # bits of the packed sort key; kept below 63 so the key stays a positive int64
 _KEY_BITS = 62
@@ -184,7 +184,7 @@ def build_neighbor_data(
     dropped = np.zeros(sel_arr.size, dtype=np.int64)
     max_found = np.zeros(sel_arr.size, dtype=np.int64)
     frames: list[Extension] = []
-    calc = new_calculator(rc)
+    calc = cached_calculator(rc)
     for f in range(nf):
         frame_cell = None if cel is None else cel[f]
         pairs = find_pairs(crd[f], frame_cell, rc, calc)

@@ -9,6 +9,7 @@ the returned integer shift ``S`` always refers to the positions as given.
 from __future__ import annotations
 
 import sys
+import threading
 from types import ModuleType
 from typing import NamedTuple
 
@@ -101,6 +102,26 @@ def new_calculator(rcut: float) -> vesin.NeighborList:
     :func:`find_pairs` adds each pair's reverse: vesin takes half the time for a half list
     (12288 water atoms, 6 Å: 54 against 108 ms), and the copy costs a few ms."""
     return vesin.NeighborList(cutoff=rcut, full_list=False)
+
+
+_per_thread = threading.local()
+
+
+def cached_calculator(rcut: float) -> vesin.NeighborList:
+    """This thread's calculator for ``rcut`` (see :func:`new_calculator`), kept between calls.
+
+    A new calculator grows and page-faults its pair buffers afresh on every search: reusing
+    one takes 5 of 40 ms off a neighbour list of 1536 water atoms (6 Å). One per thread,
+    since :func:`find_pairs` reads the calculator's buffers in place."""
+    cache = getattr(_per_thread, "calculators", None)
+    if cache is None:
+        cache = _per_thread.calculators = {}
+    calc = cache.get(rcut)
+    if calc is None:
+        if len(cache) >= 4:  # a few cutoffs in one process (models, Verlet skins)
+            cache.clear()
+        calc = cache[rcut] = new_calculator(rcut)
+    return calc
 
 
 def find_pairs(

@@ -12,6 +12,7 @@ import pytest
 from polypot.neighbor import NeighborData, build_neighbor_data
 from polypot.neighbor import extend as extend_module
 from polypot.neighbor import nlist as nlist_module
+from polypot.neighbor.pairs import cached_calculator, find_pairs
 
 # ---------------------------------------------------------------- brute-force oracle
 
@@ -362,6 +363,42 @@ def test_deterministic() -> None:
     b = build_neighbor_data(coord, cell, atype, rcut, [200, 200])
     for name in ("coord", "atype", "mapping", "nlist", "overflow"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_reused_calculator_leaves_earlier_results_alone() -> None:
+    """The pair search reuses one calculator per thread; a later search (another system,
+    more pairs) must not change the arrays of an earlier result, nor a result that a
+    different thread computes at the same time."""
+    import threading
+
+    rng = np.random.default_rng(12)
+    rcut = 3.0
+    cell = np.stack([random_cell(rng, rcut)])
+    small = rng.uniform(0, 1, size=(1, 6, 3)) @ cell[0]
+    first = find_pairs(small[0], cell[0], rcut, cached_calculator(rcut))
+    kept = [np.array(a) for a in first[:4]]
+    big = rng.uniform(0, 1, size=(1, 40, 3)) @ cell[0]
+    big_atype = np.arange(40) % 2
+    build_neighbor_data(big, cell, big_atype, rcut, [400, 400])
+    assert cached_calculator(rcut) is cached_calculator(rcut)
+    for now, before in zip(first[:4], kept, strict=True):
+        np.testing.assert_array_equal(now, before)
+    alone = build_neighbor_data(big, cell, big_atype, rcut, [400, 400])
+    results: list[NeighborData] = []
+
+    def search() -> None:
+        for _ in range(10):
+            results.append(build_neighbor_data(big, cell, big_atype, rcut, [400, 400]))
+
+    threads = [threading.Thread(target=search) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 40
+    for r in results:
+        np.testing.assert_array_equal(r.nlist, alone.nlist)
+        np.testing.assert_array_equal(r.coord, alone.coord)
 
 
 # ---------------------------------------------------------------- overflow
