@@ -165,6 +165,43 @@ def run_child(load: Callable[[], Callable], arrays: Callable[[], tuple], args) -
     return 0
 
 
+def serve_child(load: Callable[[], Callable], arrays: Callable[[], tuple], args) -> int:
+    """Child main of an interleaved comparison: load, warm up, print ``READY``; then time one
+    call per ``go`` line on stdin (printing ``T <ms>``) until ``end`` or end of input, and print
+    RESULT (status, energy, memory) as :func:`run_child` does."""
+    start_watchdog(args.mem_limit_gb * 1024)
+    try:
+        evaluate = load()
+        coord, cell, atype = arrays()
+        base = rss_mb()  # growth over the loaded model, as in measure()
+        out = None
+        for _ in range(max(args.warmup, 1)):
+            out = evaluate(coord, cell, atype)
+        print("READY", flush=True)
+        times: list[float] = []
+        for line in sys.stdin:
+            if line.strip() != "go":
+                break
+            t0 = time.perf_counter()
+            out = evaluate(coord, cell, atype)
+            times.append(time.perf_counter() - t0)
+            print(f"T {times[-1] * 1e3:.3f}", flush=True)
+        peak = peak_rss_mb()
+        result = {"status": "ok", "timed_calls": len(times), "peak_rss_mb": round(peak, 1),
+                  "rss_growth_mb": round(max(peak - base, 0.0), 1),
+                  "energy": float(out[0].ravel()[0])}
+        if times:
+            result["ms"] = round(statistics.median(times) * 1e3, 3)
+    except MemoryError as err:
+        result = {"status": "OOM", "note": f"MemoryError {err}"[:300]}
+    except Exception as err:  # noqa: BLE001 - frameworks raise many kinds of OOM errors
+        text = f"{type(err).__name__}: {err}"
+        result = {"status": "OOM" if is_oom(text) else "error", "note": text[:300]}
+    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
+    emit(result)
+    return 0
+
+
 def parse_child(returncode: int, stdout: str, stderr: str) -> dict:
     """The child's RESULT, or a status made from how it ended."""
     found = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
@@ -236,6 +273,8 @@ def add_timing_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--mem-limit-gb", type=float, default=default_mem_limit_gb(),
                     help="a child whose RSS exceeds this is OOM (default 80%% of RAM)")
     ap.add_argument("--threads", type=int, default=2, help="CPUs per child (default 2)")
+    # a child that times one call per "go" line on stdin (bench/vs_deepmd.py --interleave)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
 
 
 # --------------------------------------------------------------------------------- polypot side
@@ -254,7 +293,7 @@ def polypot_child(model_file: str, natoms: int, args) -> int:
 
         return tiled(natoms)
 
-    return run_child(load, arrays, args)
+    return (serve_child if args.serve else run_child)(load, arrays, args)
 
 
 def compression_available() -> bool:

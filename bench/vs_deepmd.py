@@ -23,11 +23,19 @@ each code's median call and the ratio of every round: on a machine shared with o
 speed drifts over minutes, and two runs of one script gave DeePMD-kit 584 and 452 ms for the
 same compressed model.
 
+``--interleave K`` alternates single calls instead: per size, one process of each code loads
+its model, warms up and then waits; the parent asks them in turn for one timed call, K times,
+and reports each code's median and the ratio of every pair of calls. Drift over seconds then
+slows both codes alike (on the AMD machine of 2026-11-28 one process's calls varied by 30%
+within a minute). The idle process holds its memory but no CPU.
+
     .venv/bin/python bench/vs_deepmd.py --sizes 192 1536                     # se_e2_a float64
     .venv/bin/python bench/vs_deepmd.py --model-name dpa1_l0 --compressed --csv vs.csv
     .venv/bin/python bench/vs_deepmd.py --deepmd-python /path/to/venv/bin/python --model m.dp
     .venv/bin/python bench/vs_deepmd.py --deepmd-backend tf --model-name se_e2_a --sizes 1536 \
         12288 --backends jax --compressed --repeats 3 --warmup 1 --rounds 3
+    .venv/bin/python bench/vs_deepmd.py --deepmd-backend tf --model-name se_e2_a --sizes 1536 \
+        12288 --backends jax --compressed --warmup 1 --interleave 5
 """
 
 from __future__ import annotations
@@ -66,7 +74,7 @@ def deepmd_child(model_file: str, npz: str, args: argparse.Namespace) -> int:
         with np.load(npz) as z:
             return z["coord"], z["cell"], z["atype"]
 
-    return md_step.run_child(load, arrays, args)
+    return (md_step.serve_child if args.serve else md_step.run_child)(load, arrays, args)
 
 
 def run_dp(deepmd_python: str, argv: list[str], cwd: Path, threads: int) -> None:
@@ -108,6 +116,62 @@ def round_ratios(dp_runs: list[dict[int, dict]], pp_runs: list[dict[str, dict[in
         if d.get(n, {}).get("status") == "ok" and best:
             out.append(p[best][n]["ms"] / d[n]["ms"])
     return out
+
+
+class Server:
+    """A child started with ``--serve``: loaded and warmed up, it times one call per :meth:`go`
+    and stays idle (blocked on its stdin) in between."""
+
+    def __init__(self, cmd: list[str], threads: int) -> None:
+        self.err = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([*cmd, "--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.err, text=True,
+                                     env=dict(os.environ, **md_step.thread_env(threads)))
+        self.alive = self._next("READY") is not None
+
+    def _next(self, prefix: str) -> str | None:
+        """The child's next line starting with ``prefix`` (other output skipped), None at
+        its end."""
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return line.strip()
+        return None
+
+    def go(self) -> float | None:
+        """ms of one call, None if the child has died."""
+        if not self.alive:
+            return None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        line = self._next("T ")
+        self.alive = line is not None
+        return float(line.split()[1]) if line else None
+
+    def finish(self) -> dict:
+        """End the child; its RESULT (status, ms, energy, memory) or how it failed."""
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        out = self.proc.stdout.read()
+        code = self.proc.wait()
+        self.err.seek(0)
+        return md_step.parse_child(code, out, self.err.read())
+
+
+def interleaved(dp_cmd: list[str], pp_cmd: list[str], calls: int,
+                threads: int) -> tuple[dict, dict, list[float]]:
+    """DeePMD-kit's and polypot's calls alternated one by one, each code in its own process
+    (loaded and warmed up first): both results and polypot / DeePMD-kit of each pair of calls."""
+    dp = Server(dp_cmd, threads)
+    pp = Server(pp_cmd, threads)
+    ratios = []
+    for _ in range(calls if dp.alive and pp.alive else 0):
+        d, p = dp.go(), pp.go()
+        if d is None or p is None:
+            break
+        ratios.append(p / d)
+    return dp.finish(), pp.finish(), ratios
 
 
 def comparison_table(dp_res: dict[int, dict], pp_res: dict[str, dict[int, dict]],
@@ -158,6 +222,10 @@ def main() -> int:
                     help="run DeePMD-kit and polypot alternately this many times per model "
                          "(each a fresh process per size); the tables show the median call of "
                          "each code and the ratio of every round (default 1)")
+    ap.add_argument("--interleave", type=int, default=0, metavar="K",
+                    help="instead of --rounds: per size, one process of each code (the first "
+                         "of --backends for polypot) kept loaded, their calls alternated K "
+                         "times; the per-round column then holds each pair's ratio")
     md_step.add_timing_options(ap)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--csv", type=Path, default=None)
@@ -257,6 +325,17 @@ def main() -> int:
             return [sys.executable, str(md_step_py), "--child", str(frozen[b]), str(n),
                     *md_step.child_args(args)]
 
+        if args.interleave:
+            b = backends[0]
+            dp_res, pp_one, ratios = {}, {}, {}
+            for n in sizes:
+                dp_res[n], pp_one[n], ratios[n] = interleaved(dp_cmd(n), pp_cmd(n, b),
+                                                              args.interleave, args.threads)
+                log("deepmd", variant, args.deepmd_backend)(n, dp_res[n])
+                log("polypot", variant, b)(n, pp_one[n])
+            print(f"\n## {variant} model (calls interleaved)\n")
+            print("\n".join(comparison_table(dp_res, {b: pp_one}, sizes, ratios)))
+            continue
         # rounds alternate the two codes, so that a machine whose speed drifts (shared CPUs)
         # slows both alike; each round's ratio is printed
         dp_runs, pp_runs = [], []
