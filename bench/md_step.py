@@ -148,50 +148,44 @@ def measure(evaluate: Callable, coord, cell, atype, warmup: int, repeats: int,
             "base_rss_mb": round(base, 1), "energy": float(out[0].ravel()[0])}
 
 
+def serve(evaluate: Callable, coord, cell, atype, warmup: int) -> dict:
+    """Interleaved comparison (``--serve``): warm up, print ``READY``; then time one call per
+    ``go`` line on stdin (printing ``T <ms>``) until another line or end of input; the result
+    has the keys of :func:`measure`'s that apply."""
+    base = rss_mb()  # growth over the loaded model, as in measure()
+    out = None
+    for _ in range(max(warmup, 1)):
+        out = evaluate(coord, cell, atype)
+    print("READY", flush=True)
+    times: list[float] = []
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        t0 = time.perf_counter()
+        out = evaluate(coord, cell, atype)
+        times.append(time.perf_counter() - t0)
+        print(f"T {times[-1] * 1e3:.3f}", flush=True)
+    peak = peak_rss_mb()
+    result = {"status": "ok", "timed_calls": len(times), "peak_rss_mb": round(peak, 1),
+              "rss_growth_mb": round(max(peak - base, 0.0), 1),
+              "energy": float(out[0].ravel()[0])}
+    if times:
+        result["ms"] = round(statistics.median(times) * 1e3, 3)
+    return result
+
+
 def run_child(load: Callable[[], Callable], arrays: Callable[[], tuple], args) -> int:
-    """Child main: watchdog, load the model, measure, print RESULT; errors become statuses."""
+    """Child main: watchdog, load the model, measure (or :func:`serve` with ``--serve``),
+    print RESULT; errors become statuses."""
     start_watchdog(args.mem_limit_gb * 1024)
     try:
         evaluate = load()
         coord, cell, atype = arrays()
-        result = measure(evaluate, coord, cell, atype, args.warmup, args.repeats, args.budget_s)
-    except MemoryError as err:
-        result = {"status": "OOM", "note": f"MemoryError {err}"[:300]}
-    except Exception as err:  # noqa: BLE001 - frameworks raise many kinds of OOM errors
-        text = f"{type(err).__name__}: {err}"
-        result = {"status": "OOM" if is_oom(text) else "error", "note": text[:300]}
-    result.setdefault("peak_rss_mb", round(peak_rss_mb(), 1))
-    emit(result)
-    return 0
-
-
-def serve_child(load: Callable[[], Callable], arrays: Callable[[], tuple], args) -> int:
-    """Child main of an interleaved comparison: load, warm up, print ``READY``; then time one
-    call per ``go`` line on stdin (printing ``T <ms>``) until ``end`` or end of input, and print
-    RESULT (status, energy, memory) as :func:`run_child` does."""
-    start_watchdog(args.mem_limit_gb * 1024)
-    try:
-        evaluate = load()
-        coord, cell, atype = arrays()
-        base = rss_mb()  # growth over the loaded model, as in measure()
-        out = None
-        for _ in range(max(args.warmup, 1)):
-            out = evaluate(coord, cell, atype)
-        print("READY", flush=True)
-        times: list[float] = []
-        for line in sys.stdin:
-            if line.strip() != "go":
-                break
-            t0 = time.perf_counter()
-            out = evaluate(coord, cell, atype)
-            times.append(time.perf_counter() - t0)
-            print(f"T {times[-1] * 1e3:.3f}", flush=True)
-        peak = peak_rss_mb()
-        result = {"status": "ok", "timed_calls": len(times), "peak_rss_mb": round(peak, 1),
-                  "rss_growth_mb": round(max(peak - base, 0.0), 1),
-                  "energy": float(out[0].ravel()[0])}
-        if times:
-            result["ms"] = round(statistics.median(times) * 1e3, 3)
+        if getattr(args, "serve", False):
+            result = serve(evaluate, coord, cell, atype, args.warmup)
+        else:
+            result = measure(evaluate, coord, cell, atype, args.warmup, args.repeats,
+                             args.budget_s)
     except MemoryError as err:
         result = {"status": "OOM", "note": f"MemoryError {err}"[:300]}
     except Exception as err:  # noqa: BLE001 - frameworks raise many kinds of OOM errors
@@ -293,7 +287,7 @@ def polypot_child(model_file: str, natoms: int, args) -> int:
 
         return tiled(natoms)
 
-    return (serve_child if args.serve else run_child)(load, arrays, args)
+    return run_child(load, arrays, args)
 
 
 def compression_available() -> bool:

@@ -74,7 +74,7 @@ def deepmd_child(model_file: str, npz: str, args: argparse.Namespace) -> int:
         with np.load(npz) as z:
             return z["coord"], z["cell"], z["atype"]
 
-    return (md_step.serve_child if args.serve else md_step.run_child)(load, arrays, args)
+    return md_step.run_child(load, arrays, args)
 
 
 def run_dp(deepmd_python: str, argv: list[str], cwd: Path, threads: int) -> None:
