@@ -608,11 +608,14 @@ def test_large_system_keeps_only_needed_images() -> None:
     assert data.coord.shape[1] < 3 * 12167
 
 
+@pytest.mark.parametrize("ngroups", [300, 2**40])
 @pytest.mark.parametrize("nearly_sorted", [False, True])
 @pytest.mark.parametrize("npair", [1, 7, 5000])
-def test_sort_pairs_orders_by_group_distance_tie(npair, nearly_sorted):
-    """The packed-key sort (and the stable one of Verlet steps) equals a lexicographic sort
-    by (group, distance, tie), with many exact distance ties among the pairs."""
+def test_sort_pairs_orders_by_group_distance_tie(npair, nearly_sorted, ngroups):
+    """The packed-key sort (and the stable one of Verlet steps; and np.lexsort where the group
+    count leaves too few bits for the distance) equals a lexicographic sort by (group,
+    distance, tie), with many exact distance ties among the pairs; the sorted groups it
+    returns on request are the groups in that order."""
     from polypot.neighbor.nlist import _sort_pairs
 
     rng = np.random.default_rng(npair)
@@ -620,5 +623,8 @@ def test_sort_pairs_orders_by_group_distance_tie(npair, nearly_sorted):
     dist = rng.choice(rng.uniform(0.0, 6.0, 40), npair)
     tie = rng.permutation(npair)
     want = np.lexsort((tie, dist, group))
-    got = _sort_pairs(group, dist, tie, 300, 6.0, nearly_sorted)
+    got = _sort_pairs(group, dist, tie, ngroups, 6.0, nearly_sorted)
     np.testing.assert_array_equal(got, want)
+    order, groups = _sort_pairs(group, dist, tie, ngroups, 6.0, nearly_sorted, with_groups=True)
+    np.testing.assert_array_equal(order, want)
+    np.testing.assert_array_equal(groups, group[want])
