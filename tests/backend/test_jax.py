@@ -343,6 +343,30 @@ def test_cpu_compiler_options(frozen_dir, monkeypatch):
     assert text_unknown == text_default
 
 
+def test_cpu_programs_compile_once_per_shape_and_release_the_heap(monkeypatch):
+    """``cpu_jit`` compiles each new set of input shapes once, releases the C heap after each
+    compilation, and gives jax.jit's results."""
+    import jax
+
+    released = []
+    monkeypatch.setattr(jax_backend, "_release_free_heap", lambda: released.append(1))
+
+    def fn(x, n):
+        return {"y": jax.numpy.sin(x) * n.sum(), "n": n}
+
+    program = jax_backend.cpu_jit(fn)
+    rng = np.random.default_rng(0)
+    calls = [(rng.random((2, 5)), np.arange(3)), (rng.random((2, 5)), np.arange(3) + 1),
+             (rng.random((4, 5)), np.arange(3)), (rng.random((2, 5)), np.arange(3.0))]
+    for x, n in calls:
+        got = program(x, n)
+        want = jax.jit(fn)(x, n)
+        np.testing.assert_array_equal(np.asarray(got["y"]), np.asarray(want["y"]))
+        assert np.asarray(got["n"]).dtype == n.dtype
+    assert len(released) == 3  # (2, 5) int, (4, 5) int, (2, 5) float: three compilations
+    assert program(1.0, np.arange(3))["y"] == jax.jit(fn)(1.0, np.arange(3))["y"]  # scalar arg
+
+
 def test_in_process_programs_compile_with_the_cpu_options(models, monkeypatch):
     """``compile_lower`` and ``compile_hessian`` (a ``.dp`` run on JAX) go through ``cpu_jit``
     like the frozen programs."""
