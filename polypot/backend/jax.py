@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from collections.abc import Callable
 from typing import Any
@@ -27,22 +28,23 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
                         "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def _release_free_heap() -> None:
     """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere
     nothing). XLA's compilation of a model program frees about as much memory as the program
     keeps, and glibc holds on to it: compressed se_e2_a water, 1536 atoms, float64: 420 MB of
     resident memory after the first call, 90 MB after a trim (bench/README.md)."""
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM: Any = None
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class _CompiledPerShape:
@@ -75,8 +77,8 @@ def cpu_jit(fn: Callable[..., Any]) -> Any:
     For the inference programs (frozen ``.hlo`` files, ``compile_lower``): on the CPU each
     new set of input shapes compiles ahead of its first call (:class:`_CompiledPerShape`)."""
     options = None
-    if jax.default_backend() == "cpu" \
-            and os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") in ("", "0"):
+    on_cpu = jax.default_backend() == "cpu"
+    if on_cpu and os.environ.get("POLYPOT_XLA_CPU_DEFAULTS", "") in ("", "0"):
         try:
             jax.jit(jnp.negative, compiler_options=CPU_COMPILER_OPTIONS).lower(
                 jnp.zeros(1)).compile()
@@ -84,7 +86,7 @@ def cpu_jit(fn: Callable[..., Any]) -> Any:
         except (TypeError, jax.errors.JaxRuntimeError):  # an option or keyword unknown here
             pass
     jitted = jax.jit(fn, compiler_options=options)
-    return _CompiledPerShape(jitted) if jax.default_backend() == "cpu" else jitted
+    return _CompiledPerShape(jitted) if on_cpu else jitted
 
 
 class JaxBackend:
