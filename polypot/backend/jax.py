@@ -180,11 +180,13 @@ class JaxBackend:
         return evaluate
 
 
-def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
+def lower_function(model: Any, atomic: bool = False, extended: bool = False
+                   ) -> Callable[..., dict]:
     """Pure ``fn(params, coord_ext, atype_ext, nlist, mapping) -> dict`` of the lower interface
     (shapes as in :meth:`JaxBackend.compile_lower`), traceable by ``jax.jit`` and
     ``jax.export`` (nloc is read from ``nlist.shape[1]``, so it may be symbolic). Coordinates
-    are cast to the model precision first, so float32 models give float32 results."""
+    are cast to the model precision first, so float32 models give float32 results.
+    ``extended``: the dict also holds extended_force (nf, nall, 3), unfolded (``derive``)."""
     from ..model.derivatives import derive  # lazy: loading a frozen file needs no model code
     from ..model.precision import to_dtype
 
@@ -199,7 +201,7 @@ def lower_function(model: Any, atomic: bool = False) -> Callable[..., dict]:
 
         with first_order_coordinates():  # forces and virials only: one pass per chunk
             return derive(backend, atomic_energy, coord_ext, mapping, nlist.shape[1],
-                          atomic=atomic)
+                          atomic=atomic, extended=extended)
 
     return fn
 

@@ -28,11 +28,15 @@ padded slots through the embedding nets and attention layers (water, se_e2_a sel
 (``sorts_centres``; ``polypot.programs`` says ``narrow_sorted``) it also takes the local atoms
 sorted by type, one int8 marker array (n_t,) per type after the mapping, nloc = sum n_t, so
 each net runs on its own rows; ``run`` sorts them and puts the per-atom results back, and runs
-the full program where a type is absent or frames differ in their types.
+the full program where a type is absent or frames differ in their types. The other narrow
+programs (``narrow_extended_force``, frozen since 2026-11-29) also return extended_force
+(nf, nall, 3), the forces before the mapping folds them: ``run`` then gives each half of a
+large frame's atoms to its own call, the two calls at once (``_run_halves``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import json
 import os
@@ -57,6 +61,18 @@ NARROW_PROGRAM = "stablehlo_narrow"
 #: the ``programs`` entry of a narrow program whose local atoms come sorted by type, one
 #: marker array (n_t,) per type after the mapping (``sorts_centres``); "narrow" otherwise
 SORTED_NARROW = "narrow_sorted"
+#: the ``programs`` entry of a narrow program that also returns extended_force (nf, nall, 3),
+#: the forces before the mapping folds them (unsorted narrow programs since 2026-11-29): the
+#: local atoms can then be split between two calls that run at once (``_run_halves``); older
+#: readers take it as "narrow" and ignore the extra output
+EXTENDED_NARROW = "narrow_extended_force"
+#: ``run`` splits the centres of one frame between two concurrent calls of an
+#: :data:`EXTENDED_NARROW` program from this many local atoms up, on CPUs with two or more
+#: cores: XLA's CPU runtime runs one call's operations mostly one after another (water,
+#: 2 cores: 1.5 cores busy), two calls at once use both (se_e2_a / DPA-1 L0, 1536 atoms:
+#: -9% / -20% per call; 384 atoms -3% / -13%; 192 atoms +2% / -9%; bench/README.md).
+#: POLYPOT_SPLIT_CENTRES=0 turns it off
+SPLIT_MIN_ATOMS = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS", "256"))
 #: section widths of a narrowed list are rounded up to a multiple of this (fewer compilations)
 WIDTH_MULTIPLE = 4
 #: platforms the programs are lowered for
@@ -179,7 +195,7 @@ def export_program(model: Any, params: Any, atomic: bool, narrow: bool = False) 
     else:
         nlists = [jax.ShapeDtypeStruct((nf, nloc, int(np.sum(model.sel))), jnp.int64)]
     markers = [jax.ShapeDtypeStruct((n,), jnp.int8) for n in ns]
-    fn = _jax_backend.lower_function(model, atomic)
+    fn = _jax_backend.lower_function(model, atomic, extended=narrow and not sort)
 
     def program(coord_ext: Any, atype_ext: Any, *rest: Any) -> dict:
         lists, mapping = rest[:len(nlists)], rest[len(nlists)]
@@ -244,7 +260,7 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
     }
     if narrow:
         doc["polypot"]["programs"][NARROW_PROGRAM] = (SORTED_NARROW if sorts_centres(model)
-                                                      else "narrow")
+                                                      else EXTENDED_NARROW)
     doc.update(software="polypot", version=__version__, time=str(datetime.now(UTC)))
     _write_h5(path, doc)
 
@@ -300,8 +316,14 @@ class JaxFrozenModel:
             self._narrow = _jax_backend.cpu_jit(program.call)
             self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
-        self.sorted = (self._narrow is not None
-                       and info.get("programs", {}).get(NARROW_PROGRAM) == SORTED_NARROW)
+        kind = info.get("programs", {}).get(NARROW_PROGRAM)
+        self.sorted = self._narrow is not None and kind == SORTED_NARROW
+        self.splits = (self._narrow is not None and kind == EXTENDED_NARROW
+                       and _jax_backend.jax.default_backend() == "cpu"
+                       and len(os.sched_getaffinity(0)) >= 2
+                       and os.environ.get("POLYPOT_SPLIT_CENTRES", "") != "0")
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._split_shapes: set[tuple] = set()
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
@@ -319,11 +341,13 @@ class JaxFrozenModel:
             out = self._run_sorted(coord, atype, nl, mp)
             if out is not None:
                 return out
+        if self.splits and not atomic and nl.shape[0] == 1 and nl.shape[1] >= SPLIT_MIN_ATOMS:
+            return self._run_halves(coord, atype, nl, mp)
         if self._narrow is not None and not atomic and not self.sorted:
             out = self._narrow(coord, atype, *self._narrow_sections(nl), mp)
         else:
             out = self._call(bool(atomic))(coord, atype, nl, mp)
-        return {k: np.array(v) for k, v in out.items()}
+        return {k: np.array(v) for k, v in out.items() if k != "extended_force"}
 
     def _run_sorted(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
                     mp: np.ndarray) -> dict | None:
@@ -352,6 +376,60 @@ class JaxFrozenModel:
         # per-atom results (nf, nloc, k) back to the caller's order
         return {k: np.array(v)[:, inv] if np.ndim(v) == 3 else np.array(v)
                 for k, v in out.items()}
+
+    def _run_halves(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
+                    mp: np.ndarray) -> dict:
+        """One frame's local atoms split in two halves, each the centres of its own call of the
+        :data:`EXTENDED_NARROW` program, the calls run at once in two threads (XLA runs a call
+        mostly on one core); energies, virials and the unfolded forces of the two summed.
+
+        Each call sees every atom; its centres come first (the second half's are moved to the
+        front, the list renumbered), and a smaller second half gets one padding centre (the
+        type of atom 0, no neighbours, so no forces; its atomic energy is taken off), so both
+        calls have the same shapes: one compilation."""
+        nall, nloc = atype.shape[1], nl.shape[1]
+        h = (nloc + 1) // 2
+        sections = self._narrow_sections(nl)  # widths from the whole list, shared by the halves
+        # order[k]: the caller's atom at position k of the second call (-1: the padding centre)
+        order = np.concatenate([np.arange(h, nloc), np.full(2 * h - nloc, -1), np.arange(h),
+                                np.arange(nloc, nall)])
+        valid = order >= 0
+        remap = np.empty(nall, np.int64)
+        remap[order[valid]] = np.flatnonzero(valid)
+        pad = 2 * h - nloc  # atoms appended to the first call so both have nall + pad atoms
+        calls = [(np.concatenate([coord, np.zeros((1, pad, 3), coord.dtype)], axis=1),
+                  np.concatenate([atype, np.full((1, pad), -1, atype.dtype)], axis=1),
+                  [s[:, :h] for s in sections]),
+                 (np.where(valid[None, :, None], coord[:, order], 0.0).astype(coord.dtype),
+                  np.where(valid[None], atype[:, order], atype[:, :1]).astype(atype.dtype),
+                  [np.concatenate([np.where(s[:, h:] >= 0, remap[s[:, h:]], -1),
+                                   np.full((1, pad, s.shape[2]), -1, s.dtype)], axis=1)
+                   for s in sections])]
+        zeros = np.zeros((1, nall + pad), mp.dtype)  # the folded force output is not used
+
+        def call(c: np.ndarray, t: np.ndarray, lists: list[np.ndarray]) -> dict:
+            c, t, z = _pad_atoms(c, t, zeros)
+            return {k: np.asarray(v) for k, v in self._narrow(c, t, *lists, z).items()}
+
+        shapes = (coord.shape[1] + pad, tuple(s.shape[2] for s in sections), h)
+        if shapes in self._split_shapes:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="polypot-centres")
+            second = self._pool.submit(call, *calls[1])
+            a, b = call(*calls[0]), second.result()
+        else:  # the first call compiles: once, not in both threads at the same time
+            a, b = call(*calls[0]), call(*calls[1])
+            self._split_shapes.add(shapes)
+        f_ext = a["extended_force"][:, :nall].copy()
+        f_ext[:, order[valid]] += b["extended_force"][:, np.flatnonzero(valid)]
+        force = np.stack([np.bincount(mp[0], weights=f_ext[0, :, i], minlength=nloc)
+                          for i in range(3)], axis=-1)[None].astype(f_ext.dtype)
+        atom_energy = np.concatenate([a["atom_energy"][:, :h],
+                                      b["atom_energy"][:, :nloc - h]], axis=1)
+        energy = a["energy"] + b["energy"] - np.sum(b["atom_energy"][:, nloc - h:], axis=1)
+        return {"energy": energy, "atom_energy": atom_energy,
+                "force": force, "virial": a["virial"] + b["virial"]}
 
     def _narrow_sections(self, nl: np.ndarray) -> list[np.ndarray]:
         """The type sections of the full list ``nl`` cut after their last used column over

@@ -16,12 +16,13 @@ from .array_api import gather_neighbors, namespace
 
 
 def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nloc: int,
-           atomic: bool = False) -> dict:
+           atomic: bool = False, extended: bool = False) -> dict:
     """Energy and its derivatives.
 
     atomic_energy_fn: coord_ext (nf, nall, 3) -> atomic energies (nf, nloc, 1).
     Returns energy (nf, 1), atom_energy (nf, nloc, 1), force (nf, nloc, 3), virial (nf, 9)
-    and, with ``atomic``, atom_virial (nf, nloc, 9).
+    and, with ``atomic``, atom_virial (nf, nloc, 9); with ``extended`` also extended_force
+    (nf, nall, 3), the forces before they are folded through ``mapping``.
     """
     xp = namespace(coord_ext)
     atom_e, pullback = backend.value_and_pullback(atomic_energy_fn, coord_ext)
@@ -35,6 +36,8 @@ def derive(backend: Any, atomic_energy_fn: Any, coord_ext: Any, mapping: Any, nl
         "force": backend.scatter_sum(force_ext, mapping, nloc),
         "virial": xp.reshape(xp.sum(av_ext, axis=1), (nf, 9)),
     }
+    if extended:
+        out["extended_force"] = force_ext
     if atomic:
         x_loc = xp.astype(x[:, :nloc, :], atom_e.dtype)  # cotangents match the output dtype
         corr = xp.stack([pullback(x_loc[:, :, j:j + 1]) for j in range(3)], axis=-1)

@@ -251,6 +251,52 @@ def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
     _assert_matches(got, fixture_reference(name, "periodic"), 2, KEYS[:4], (name, "periodic"))
 
 
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0"])
+def test_hlo_centres_split_between_two_concurrent_calls(frozen_dir, models, name, monkeypatch):
+    """Unsorted narrow programs also return the unfolded forces (``narrow_extended_force``);
+    ``run`` then splits one frame's centres between two calls that run at once. Each frame of
+    the periodic fixture (192 atoms, ghosts) and an open cluster with an odd atom count (a
+    padding centre) against the full program, the unsplit narrow program and DeePMD-kit."""
+    monkeypatch.setattr(jax_frozen, "SPLIT_MIN_ATOMS", 2)
+    frozen = load_frozen(frozen_dir / f"{name}.hlo")
+    assert frozen.splits and frozen._doc["polypot"]["programs"]["stablehlo_narrow"] \
+        == jax_frozen.EXTENDED_NARROW
+    unsplit = load_frozen(frozen_dir / f"{name}.hlo")
+    unsplit.splits = False
+    d = dict(np.load(frozen_dir / f"{name}-periodic-in.npz"))
+    ref = fixture_reference(name, "periodic")
+    for f in range(2):
+        one = {k: v[f:f + 1] for k, v in d.items()}
+        for _ in range(2):  # the first call compiles, the second runs the halves at once
+            got = frozen.run(one["coord"], one["atype"], one["nlist"], one["mapping"])
+        assert frozen._pool is not None and len(frozen._split_shapes) == 1
+        assert set(got) == set(KEYS[:4])
+        full = _run_full(frozen, one)
+        plain = unsplit.run(one["coord"], one["atype"], one["nlist"], one["mapping"])
+        for key in KEYS[:4]:
+            assert got[key].shape == plain[key].shape and got[key].dtype == plain[key].dtype
+            np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12,
+                                       err_msg=key)
+            tol = ILL_CONDITIONED.get((name, "periodic", f), 1e-12)
+            assert max_rel(got[key], full[key]) < tol, key
+        _assert_matches(got, {k: v[f:f + 1] for k, v in ref.items()}, 1, KEYS[:4])
+    # an odd number of atoms, no ghosts: the second half gets a padding centre
+    coord, _, atype = fixture_frames(name, "cluster")
+    nd = build_neighbor_data(coord[:1, :35], None, atype[:35], models[name][0].rcut,
+                             models[name][0].sel)
+    assert nd.nlist.shape[1] == 35
+    got = frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
+    plain = unsplit.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    assert len(frozen._split_shapes) == 2
+    # two frames at once and atomic virials go through the unsplit program
+    before = set(frozen._split_shapes)
+    frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
+    frozen.run(d["coord"][:1], d["atype"][:1], d["nlist"][:1], d["mapping"][:1], atomic=True)
+    assert frozen._split_shapes == before
+
+
 @pytest.fixture(scope="module")
 def compressed_se_e2_a(models, tmp_path_factory):
     from polypot.model.compress import compress_model
