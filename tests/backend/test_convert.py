@@ -107,16 +107,26 @@ def test_convert_float64(sources, kind, src, dst):
     sources.setdefault((kind, "float64", dst), out)  # the next conversion in the cycle reads it
 
 
-# float32: se_atten_l2 runs by default (one attention model through every backend in single
-# precision); the others run with -m slow. se_e2_a's float32 files are checked against the NumPy
-# model in each backend's own tests (test_torch, test_jax, test_tensorflow, test_paddle), and its
-# cycle here took 96 s of a 28-minute suite on a 2-core AMD machine; dpa2 freezes again (~2 min)
+# float32: se_atten_l2 runs by default (one attention model in single precision through every
+# backend but PyTorch: numpy -> jax -> tensorflow -> paddle -> numpy); the others, and every
+# pair, run with -m slow. se_e2_a's float32 files are checked against the NumPy model in each
+# backend's own tests (test_torch, test_jax, test_tensorflow, test_paddle), and its cycle here
+# took 96 s of a 28-minute suite on a 2-core AMD machine; dpa2 freezes again (~2 min); the
+# float32 attention model's .pth freeze alone took 86 s of a 29-minute suite
 FP32_SLOW = ("dpa2", "se_atten_l0", "se_atten_v2_l0", "se_e2_a")
+_FP32_CYCLE_BACKENDS = [b for b in BACKENDS if b != "torch"]
+FP32_CYCLE = list(zip(_FP32_CYCLE_BACKENDS,
+                      _FP32_CYCLE_BACKENDS[1:] + _FP32_CYCLE_BACKENDS[:1], strict=True))
+FP32_PAIRS = [
+    pytest.param(a, b, id=f"{a}->{b}",
+                 marks=() if (a, b) in FP32_CYCLE else pytest.mark.slow)
+    for a, b in itertools.permutations(BACKENDS, 2)
+]
 
 
 @pytest.mark.parametrize("kind", [
     pytest.param(k, marks=pytest.mark.slow) if k in FP32_SLOW else k for k in KINDS])
-@pytest.mark.parametrize("src,dst", PAIRS)
+@pytest.mark.parametrize("src,dst", FP32_PAIRS)
 def test_convert_float32(sources, kind, src, dst):
     coord, _, atype = fixture_frames(kind, "cluster")
     cell = np.eye(3)[None] * 9.0
