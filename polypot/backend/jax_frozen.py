@@ -28,10 +28,10 @@ padded slots through the embedding nets and attention layers (water, se_e2_a sel
 (``sorts_centres``; ``polypot.programs`` says ``narrow_sorted``) it also takes the local atoms
 sorted by type, one int8 marker array (n_t,) per type after the mapping, nloc = sum n_t, so
 each net runs on its own rows; ``run`` sorts them and puts the per-atom results back, and runs
-the full program where a type is absent or frames differ in their types. The other narrow
-programs (``narrow_extended_force``, frozen since 2026-11-29) also return extended_force
-(nf, nall, 3), the forces before the mapping folds them: ``run`` then gives each half of a
-large frame's atoms to its own call, the two calls at once (``_run_halves``).
+the full program where a type is absent or frames differ in their types. Narrow programs
+frozen since 2026-11-29 also return extended_force (nf, nall, 3), the forces before the mapping
+folds them: ``run`` then gives each half of a large frame's atoms to its own call, the two calls
+at once (``_run_halves``); older readers ignore the extra output.
 """
 
 from __future__ import annotations
@@ -61,18 +61,19 @@ NARROW_PROGRAM = "stablehlo_narrow"
 #: the ``programs`` entry of a narrow program whose local atoms come sorted by type, one
 #: marker array (n_t,) per type after the mapping (``sorts_centres``); "narrow" otherwise
 SORTED_NARROW = "narrow_sorted"
-#: the ``programs`` entry of a narrow program that also returns extended_force (nf, nall, 3),
-#: the forces before the mapping folds them (unsorted narrow programs since 2026-11-29): the
-#: local atoms can then be split between two calls that run at once (``_run_halves``); older
-#: readers take it as "narrow" and ignore the extra output
-EXTENDED_NARROW = "narrow_extended_force"
-#: ``run`` splits the centres of one frame between two concurrent calls of an
-#: :data:`EXTENDED_NARROW` program from this many local atoms up, on CPUs with two or more
-#: cores: XLA's CPU runtime runs one call's operations mostly one after another (water,
-#: 2 cores: 1.5 cores busy), two calls at once use both (se_e2_a / DPA-1 L0, 1536 atoms:
-#: -9% / -20% per call; 384 atoms -3% / -13%; 192 atoms +2% / -9%; bench/README.md).
-#: POLYPOT_SPLIT_CENTRES=0 turns it off
+#: ``run`` splits the local atoms of one frame between two concurrent calls of a narrow program
+#: that returns extended_force (the forces before the mapping folds them; programs frozen since
+#: 2026-11-29) from this many local atoms up (:data:`SPLIT_MIN_ATOMS_SORTED` for the
+#: :data:`SORTED_NARROW` programs of compressed models), on CPUs with two or more cores: XLA's
+#: CPU runtime runs one call's operations mostly one after another (water, 2 cores: 1.5 cores
+#: busy), two calls at once use both (se_e2_a / DPA-1 L0, 1536 atoms: -9% / -20% per call;
+#: 384 atoms -3% / -13%; 192 atoms +2% / -9%; bench/README.md). POLYPOT_SPLIT_CENTRES=0 turns
+#: it off
 SPLIT_MIN_ATOMS = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS", "256"))
+#: as :data:`SPLIT_MIN_ATOMS` for compressed models' sorted programs, whose table kernels
+#: already run several chunks at once (1536 atoms: compressed se_e2_a +12%, DPA-1 L0 -8%;
+#: 12288 atoms: -10% / -16%)
+SPLIT_MIN_ATOMS_SORTED = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS_SORTED", "4096"))
 #: section widths of a narrowed list are rounded up to a multiple of this (fewer compilations)
 WIDTH_MULTIPLE = 4
 #: platforms the programs are lowered for
@@ -195,7 +196,7 @@ def export_program(model: Any, params: Any, atomic: bool, narrow: bool = False) 
     else:
         nlists = [jax.ShapeDtypeStruct((nf, nloc, int(np.sum(model.sel))), jnp.int64)]
     markers = [jax.ShapeDtypeStruct((n,), jnp.int8) for n in ns]
-    fn = _jax_backend.lower_function(model, atomic, extended=narrow and not sort)
+    fn = _jax_backend.lower_function(model, atomic, extended=narrow)
 
     def program(coord_ext: Any, atype_ext: Any, *rest: Any) -> dict:
         lists, mapping = rest[:len(nlists)], rest[len(nlists)]
@@ -260,7 +261,7 @@ def freeze(model: Any, params: Any, path: str | os.PathLike,
     }
     if narrow:
         doc["polypot"]["programs"][NARROW_PROGRAM] = (SORTED_NARROW if sorts_centres(model)
-                                                      else EXTENDED_NARROW)
+                                                      else "narrow")
     doc.update(software="polypot", version=__version__, time=str(datetime.now(UTC)))
     _write_h5(path, doc)
 
@@ -278,6 +279,47 @@ def _pad_atoms(coord: np.ndarray, atype: np.ndarray, mapping: np.ndarray
     return (np.concatenate([coord, np.zeros((nf, extra, 3), coord.dtype)], axis=1),
             np.concatenate([atype, np.full((nf, extra), -1, atype.dtype)], axis=1),
             np.concatenate([mapping, np.zeros((nf, extra), mapping.dtype)], axis=1))
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS reports one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _output_names(program: Any) -> set[str]:
+    """The keys of the dict a ``jax.export.Exported`` program returns."""
+    tree = program.out_tree
+    out = jax.tree_util.tree_unflatten(tree, list(range(tree.num_leaves)))
+    return set(out) if isinstance(out, dict) else set()
+
+
+def _centres_first(coord: np.ndarray, atype: np.ndarray, sections: list[np.ndarray],
+                   centres: np.ndarray, types: np.ndarray, size: int) -> tuple:
+    """One frame's extended system reordered for a call whose centres are ``centres`` (local
+    atom numbers; -1: a padding centre of type ``types[i]`` at the origin, no neighbours): the
+    centres first, then every other atom in the caller's order, then padding atoms (type -1) up
+    to ``size`` atoms; the list's rows are the centres', renumbered. Returns the coordinates,
+    types, list sections and ``order`` (the caller's atom at each position, -1: padding)."""
+    nall = atype.shape[1]
+    rest = np.ones(nall, bool)
+    rest[centres[centres >= 0]] = False
+    order = np.concatenate([centres, np.flatnonzero(rest)])
+    order = np.concatenate([order, np.full(size - order.size, -1)])
+    kept = order >= 0
+    remap = np.empty(nall, np.int64)
+    remap[order[kept]] = np.flatnonzero(kept)
+    new_coord = np.where(kept[None, :, None], coord[:, order], 0).astype(coord.dtype)
+    new_type = np.where(kept[None], atype[:, order], -1).astype(atype.dtype)
+    new_type[0, :centres.size] = types
+    rows = np.where(centres >= 0, centres, 0)
+    lists = []
+    for s in sections:
+        part = s[:, rows]
+        part = np.where((part >= 0) & (centres >= 0)[None, :, None], remap[part], -1)
+        lists.append(part.astype(s.dtype))
+    return new_coord, new_type, lists, order
 
 
 # ---- load --------------------------------------------------------------------------------------
@@ -318,9 +360,9 @@ class JaxFrozenModel:
             self._widths = [0] * len(self.sections)
         kind = info.get("programs", {}).get(NARROW_PROGRAM)
         self.sorted = self._narrow is not None and kind == SORTED_NARROW
-        self.splits = (self._narrow is not None and kind == EXTENDED_NARROW
+        self.splits = (self._narrow is not None and "extended_force" in _output_names(program)
                        and _jax_backend.jax.default_backend() == "cpu"
-                       and len(os.sched_getaffinity(0)) >= 2
+                       and _usable_cpus() >= 2
                        and os.environ.get("POLYPOT_SPLIT_CENTRES", "") != "0")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._split_shapes: set[tuple] = set()
@@ -338,10 +380,12 @@ class JaxFrozenModel:
                                                   self.coord_dtype, self.nnei)
         coord, atype, mp = _pad_atoms(coord, atype, mp)
         if self.sorted and not atomic:
-            out = self._run_sorted(coord, atype, nl, mp)
-            if out is not None:
-                return out
-        if self.splits and not atomic and nl.shape[0] == 1 and nl.shape[1] >= SPLIT_MIN_ATOMS:
+            counts = self._sorted_counts(atype, nl)
+            if counts is not None:
+                if self._split(nl, SPLIT_MIN_ATOMS_SORTED):
+                    return self._run_halves(coord, atype, nl, mp, counts)
+                return self._run_sorted(coord, atype, nl, mp, counts)
+        elif not atomic and self._split(nl, SPLIT_MIN_ATOMS):
             return self._run_halves(coord, atype, nl, mp)
         if self._narrow is not None and not atomic and not self.sorted:
             out = self._narrow(coord, atype, *self._narrow_sections(nl), mp)
@@ -349,12 +393,14 @@ class JaxFrozenModel:
             out = self._call(bool(atomic))(coord, atype, nl, mp)
         return {k: np.array(v) for k, v in out.items() if k != "extended_force"}
 
-    def _run_sorted(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
-                    mp: np.ndarray) -> dict | None:
-        """The :data:`SORTED_NARROW` program on the local atoms sorted by type (stable), the
-        per-atom results put back in the caller's order; None (run the full program) unless
-        every frame has the same local types and every type is present (the program's counts
-        are at least 1)."""
+    def _split(self, nl: np.ndarray, min_atoms: int) -> bool:
+        """Whether ``run`` splits the centres of this list (one frame, enough atoms)."""
+        return self.splits and nl.shape[0] == 1 and nl.shape[1] >= min_atoms
+
+    def _sorted_counts(self, atype: np.ndarray, nl: np.ndarray) -> np.ndarray | None:
+        """The local atoms' count per type for the :data:`SORTED_NARROW` program, or None (run
+        the full program) unless every frame has the same local types and every type is
+        present (the program's counts are at least 1)."""
         nloc, ntypes = nl.shape[1], len(self.sections)
         local = atype[:, :nloc]
         if nloc == 0 or np.any(local != local[:1]) or local.min() < 0:
@@ -362,6 +408,14 @@ class JaxFrozenModel:
         counts = np.bincount(local[0], minlength=ntypes)
         if counts.size != ntypes or counts.min() == 0:
             return None
+        return counts
+
+    def _run_sorted(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
+                    mp: np.ndarray, counts: np.ndarray) -> dict:
+        """The :data:`SORTED_NARROW` program on the local atoms sorted by type (stable), the
+        per-atom results put back in the caller's order."""
+        nloc = nl.shape[1]
+        local = atype[:, :nloc]
         perm = np.argsort(local[0], kind="stable")
         inv = np.empty_like(perm)
         inv[perm] = np.arange(nloc)
@@ -375,61 +429,70 @@ class JaxFrozenModel:
         out = self._narrow(coord, atype, *self._narrow_sections(nl), mp, *markers)
         # per-atom results (nf, nloc, k) back to the caller's order
         return {k: np.array(v)[:, inv] if np.ndim(v) == 3 else np.array(v)
-                for k, v in out.items()}
+                for k, v in out.items() if k != "extended_force"}
 
     def _run_halves(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
-                    mp: np.ndarray) -> dict:
+                    mp: np.ndarray, counts: np.ndarray | None = None) -> dict:
         """One frame's local atoms split in two halves, each the centres of its own call of the
-        :data:`EXTENDED_NARROW` program, the calls run at once in two threads (XLA runs a call
-        mostly on one core); energies, virials and the unfolded forces of the two summed.
+        narrow program, the calls run at once in two threads (XLA runs a call mostly on one
+        core); energies, virials and the unfolded forces (extended_force) of the two summed.
 
-        Each call sees every atom; its centres come first (the second half's are moved to the
-        front, the list renumbered), and a smaller second half gets one padding centre (the
-        type of atom 0, no neighbours, so no forces; its atomic energy is taken off), so both
-        calls have the same shapes: one compilation."""
-        nall, nloc = atype.shape[1], nl.shape[1]
-        h = (nloc + 1) // 2
+        Each call sees every atom, its centres first (in type order for the sorted program of
+        ``counts``, the count per type), the list renumbered. The second half gets padding
+        centres (no neighbours, so no forces; their atomic energies are taken off) where a
+        count is odd, so both calls have the same shapes: one compilation."""
+        nloc = nl.shape[1]
+        local = atype[0, :nloc]
+        if counts is None:  # unsorted program: first and second half; padding of atom 0's type
+            h = (nloc + 1) // 2
+            halves = [(np.arange(h), local[:h]),
+                      (np.concatenate([np.arange(h, nloc), np.full(2 * h - nloc, -1)]),
+                       np.concatenate([local[h:], np.full(2 * h - nloc, local[0])]))]
+        else:  # sorted program: half of each type in each call, types in order
+            halves = [([], []), ([], [])]
+            for t, n in enumerate(counts):
+                idx = np.flatnonzero(local == t)
+                h = (n + 1) // 2
+                for half, part in zip(halves, (idx[:h], idx[h:]), strict=True):
+                    half[0].append(np.concatenate([part, np.full(h - part.size, -1)]))
+                    half[1].append(np.full(h, t))
+            halves = [(np.concatenate(c), np.concatenate(t)) for c, t in halves]
         sections = self._narrow_sections(nl)  # widths from the whole list, shared by the halves
-        # order[k]: the caller's atom at position k of the second call (-1: the padding centre)
-        order = np.concatenate([np.arange(h, nloc), np.full(2 * h - nloc, -1), np.arange(h),
-                                np.arange(nloc, nall)])
-        valid = order >= 0
-        remap = np.empty(nall, np.int64)
-        remap[order[valid]] = np.flatnonzero(valid)
-        pad = 2 * h - nloc  # atoms appended to the first call so both have nall + pad atoms
-        calls = [(np.concatenate([coord, np.zeros((1, pad, 3), coord.dtype)], axis=1),
-                  np.concatenate([atype, np.full((1, pad), -1, atype.dtype)], axis=1),
-                  [s[:, :h] for s in sections]),
-                 (np.where(valid[None, :, None], coord[:, order], 0.0).astype(coord.dtype),
-                  np.where(valid[None], atype[:, order], atype[:, :1]).astype(atype.dtype),
-                  [np.concatenate([np.where(s[:, h:] >= 0, remap[s[:, h:]], -1),
-                                   np.full((1, pad, s.shape[2]), -1, s.dtype)], axis=1)
-                   for s in sections])]
-        zeros = np.zeros((1, nall + pad), mp.dtype)  # the folded force output is not used
+        size = atype.shape[1] + int(np.sum(halves[1][0] < 0))
+        calls = [_centres_first(coord, atype, sections, c, t, size) for c, t in halves]
+        markers = [] if counts is None else [np.zeros((n + 1) // 2, np.int8) for n in counts]
 
-        def call(c: np.ndarray, t: np.ndarray, lists: list[np.ndarray]) -> dict:
-            c, t, z = _pad_atoms(c, t, zeros)
-            return {k: np.asarray(v) for k, v in self._narrow(c, t, *lists, z).items()}
+        def call(c: np.ndarray, t: np.ndarray, lists: list[np.ndarray], *_: Any) -> dict:
+            c, t, z = _pad_atoms(c, t, np.zeros(t.shape, mp.dtype))  # folded force: not used
+            return {k: np.asarray(v)
+                    for k, v in self._narrow(c, t, *lists, z, *markers).items()}
 
-        shapes = (coord.shape[1] + pad, tuple(s.shape[2] for s in sections), h)
+        shapes = (size, tuple(s.shape[2] for s in sections), halves[0][0].size)
         if shapes in self._split_shapes:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix="polypot-centres")
             second = self._pool.submit(call, *calls[1])
-            a, b = call(*calls[0]), second.result()
+            outs = [call(*calls[0]), second.result()]
         else:  # the first call compiles: once, not in both threads at the same time
-            a, b = call(*calls[0]), call(*calls[1])
+            outs = [call(*calls[0]), call(*calls[1])]
             self._split_shapes.add(shapes)
-        f_ext = a["extended_force"][:, :nall].copy()
-        f_ext[:, order[valid]] += b["extended_force"][:, np.flatnonzero(valid)]
+        nall = atype.shape[1]
+        f_ext = np.zeros((1, nall, 3), coord.dtype)
+        atom_energy = np.zeros((1, nloc, 1), coord.dtype)
+        energy, virial = 0.0, 0.0
+        for (centres, _), (_, _, _, order), out in zip(halves, calls, outs, strict=True):
+            kept = np.flatnonzero(order >= 0)
+            f_ext[:, order[kept]] += out["extended_force"][:, kept]
+            real = centres >= 0
+            atom_energy[:, centres[real]] = out["atom_energy"][:, :centres.size][:, real]
+            energy = energy + out["energy"] - np.sum(out["atom_energy"][:, :centres.size][:, ~real],
+                                                     axis=1)
+            virial = virial + out["virial"]
         force = np.stack([np.bincount(mp[0], weights=f_ext[0, :, i], minlength=nloc)
-                          for i in range(3)], axis=-1)[None].astype(f_ext.dtype)
-        atom_energy = np.concatenate([a["atom_energy"][:, :h],
-                                      b["atom_energy"][:, :nloc - h]], axis=1)
-        energy = a["energy"] + b["energy"] - np.sum(b["atom_energy"][:, nloc - h:], axis=1)
-        return {"energy": energy, "atom_energy": atom_energy,
-                "force": force, "virial": a["virial"] + b["virial"]}
+                          for i in range(3)], axis=-1)[None]
+        return {"energy": energy, "atom_energy": atom_energy, "force": force.astype(coord.dtype),
+                "virial": virial}
 
     def _narrow_sections(self, nl: np.ndarray) -> list[np.ndarray]:
         """The type sections of the full list ``nl`` cut after their last used column over

@@ -253,14 +253,13 @@ def test_hlo_narrow_program_of_dpa1(frozen_dir, name):
 
 @pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0"])
 def test_hlo_centres_split_between_two_concurrent_calls(frozen_dir, models, name, monkeypatch):
-    """Unsorted narrow programs also return the unfolded forces (``narrow_extended_force``);
-    ``run`` then splits one frame's centres between two calls that run at once. Each frame of
-    the periodic fixture (192 atoms, ghosts) and an open cluster with an odd atom count (a
-    padding centre) against the full program, the unsplit narrow program and DeePMD-kit."""
+    """Narrow programs also return the unfolded forces (extended_force); ``run`` then splits
+    one frame's centres between two calls that run at once. Each frame of the periodic fixture
+    (192 atoms, ghosts) and an open cluster with an odd atom count (a padding centre) against
+    the full program, the unsplit narrow program and DeePMD-kit."""
     monkeypatch.setattr(jax_frozen, "SPLIT_MIN_ATOMS", 2)
     frozen = load_frozen(frozen_dir / f"{name}.hlo")
-    assert frozen.splits and frozen._doc["polypot"]["programs"]["stablehlo_narrow"] \
-        == jax_frozen.EXTENDED_NARROW
+    assert frozen.splits and not frozen.sorted
     unsplit = load_frozen(frozen_dir / f"{name}.hlo")
     unsplit.splits = False
     d = dict(np.load(frozen_dir / f"{name}-periodic-in.npz"))
@@ -317,8 +316,9 @@ def test_hlo_sorted_narrow_program_puts_atoms_back_in_order(compressed_se_e2_a):
     d = {"coord": nd.coord, "atype": nd.atype, "nlist": nd.nlist, "mapping": nd.mapping}
     assert np.any(np.diff(nd.atype[0, :nd.nlist.shape[1]]) < 0)  # really shuffled
     padded = jax_frozen._pad_atoms(d["coord"], d["atype"], d["mapping"])
-    got = frozen._run_sorted(padded[0], padded[1], d["nlist"], padded[2])
-    assert got is not None
+    counts = frozen._sorted_counts(padded[1], d["nlist"])
+    assert counts is not None and counts.tolist() == np.bincount(nd.atype[0, :nd.nloc]).tolist()
+    got = frozen._run_sorted(padded[0], padded[1], d["nlist"], padded[2], counts)
     full = _run_full(frozen, d)
     for key in KEYS[:4]:
         np.testing.assert_allclose(got[key], full[key], rtol=1e-12, atol=1e-12, err_msg=key)
@@ -335,7 +335,7 @@ def test_hlo_sorted_narrow_program_falls_back_without_a_type(compressed_se_e2_a)
     nd = build_neighbor_data(coord[:1][:, oxygen], cell[:1], atype[oxygen], cmodel.rcut,
                              cmodel.sel)
     d = {"coord": nd.coord, "atype": nd.atype, "nlist": nd.nlist, "mapping": nd.mapping}
-    assert frozen._run_sorted(d["coord"], d["atype"], d["nlist"], d["mapping"]) is None
+    assert frozen._sorted_counts(d["atype"], d["nlist"]) is None
     got = frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
     full = _run_full(frozen, d)
     for key in KEYS[:4]:
@@ -344,7 +344,32 @@ def test_hlo_sorted_narrow_program_falls_back_without_a_type(compressed_se_e2_a)
     atype2 = mixed.atype.copy()
     other = int(np.flatnonzero(atype2[1] != atype2[1, 0])[0])  # swap two types in frame 1
     atype2[1, [0, other]] = atype2[1, [other, 0]]
-    assert frozen._run_sorted(mixed.coord, atype2, mixed.nlist, mixed.mapping) is None
+    assert frozen._sorted_counts(atype2, mixed.nlist) is None
+
+
+def test_hlo_sorted_program_split_between_two_concurrent_calls(compressed_se_e2_a, monkeypatch):
+    """The sorted program of a compressed model, split: each call takes half of each type's
+    atoms (sorted by type; the second half padded where a count is odd). A shuffled frame and
+    an open cluster with an odd count of one type, against the unsplit sorted program."""
+    monkeypatch.setattr(jax_frozen, "SPLIT_MIN_ATOMS_SORTED", 2)
+    cmodel, frozen = compressed_se_e2_a
+    assert frozen.sorted and frozen.splits
+    coord, _, atype = fixture_frames("se_e2_a", "cluster")
+    cases = [_neighbors(cmodel, "se_e2_a", "shuffled", slice(0, 1)),
+             build_neighbor_data(coord[:1, :35], None, atype[:35], cmodel.rcut, cmodel.sel)]
+    assert np.any(np.bincount(cases[1].atype[0]) % 2 == 1)
+    for nd in cases:
+        padded = jax_frozen._pad_atoms(nd.coord, nd.atype, nd.mapping)
+        counts = frozen._sorted_counts(padded[1], nd.nlist)
+        plain = frozen._run_sorted(padded[0], padded[1], nd.nlist, padded[2], counts)
+        for _ in range(2):  # the first call compiles, the second runs the halves at once
+            got = frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
+        assert set(got) == set(KEYS[:4])
+        for key in KEYS[:4]:
+            assert got[key].shape == plain[key].shape and got[key].dtype == plain[key].dtype
+            np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12,
+                                       err_msg=key)
+    assert frozen._pool is not None and len(frozen._split_shapes) == 2
 
 
 @pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0"])
