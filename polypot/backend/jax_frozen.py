@@ -351,6 +351,7 @@ class JaxFrozenModel:
         # since the narrow program was added
         self._narrow = None
         self.sections: list[int] | None = None
+        extended = False  # the narrow program returns extended_force
         sel = self.metadata.get("sel")
         sel = [sel] if isinstance(sel, int) else sel
         if variables.get(NARROW_PROGRAM) is not None and isinstance(sel, list):
@@ -358,10 +359,10 @@ class JaxFrozenModel:
             self._narrow = _jax_backend.cpu_jit(program.call)
             self.sections = [int(s) for s in sel]
             self._widths = [0] * len(self.sections)
+            extended = "extended_force" in _output_names(program)
         kind = info.get("programs", {}).get(NARROW_PROGRAM)
         self.sorted = self._narrow is not None and kind == SORTED_NARROW
-        self.splits = (self._narrow is not None and "extended_force" in _output_names(program)
-                       and _jax_backend.jax.default_backend() == "cpu"
+        self.splits = (extended and _jax_backend.jax.default_backend() == "cpu"
                        and _usable_cpus() >= 2
                        and os.environ.get("POLYPOT_SPLIT_CENTRES", "") != "0")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
