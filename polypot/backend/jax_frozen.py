@@ -71,9 +71,11 @@ SORTED_NARROW = "narrow_sorted"
 #: it off
 SPLIT_MIN_ATOMS = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS", "256"))
 #: as :data:`SPLIT_MIN_ATOMS` for compressed models' sorted programs, whose table kernels
-#: already run several chunks at once (1536 atoms: compressed se_e2_a +12%, DPA-1 L0 -8%;
-#: 12288 atoms: -10% / -16%)
-SPLIT_MIN_ATOMS_SORTED = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS_SORTED", "4096"))
+#: already run several chunks at once, so the gain depends more on the CPU (compressed
+#: se_e2_a / DPA-1 L0, per call: 2 Zen 3 cores, 1536 atoms -4% / -6% (+12% / -8% in an
+#: earlier run), 12288 atoms -10% / -16%; 2 Zen 4 cores, 768 atoms -18% / -24%, 1536 atoms
+#: -15% / -29%; se_e2_a alone at 384 atoms -26%, at 3072 -6%)
+SPLIT_MIN_ATOMS_SORTED = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS_SORTED", "1024"))
 #: section widths of a narrowed list are rounded up to a multiple of this (fewer compilations)
 WIDTH_MULTIPLE = 4
 #: platforms the programs are lowered for

@@ -424,6 +424,11 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
         per_centre = step[:ch] + jnp.sum(step[ch:].reshape(ch, nnei), axis=1)
         return jax.lax.stop_gradient(e) + per_centre[:, None].astype(e.dtype)
 
+    if linear and par == 1:
+        out = _type_loops(fn, coord_ext, atype_ext, slot_frame, slot_centre, slot_nl,
+                          block_start, blocks, ntypes, ch, nslot)
+        out = out[slot][jnp.argsort(order)]
+        return out.reshape(nf, nloc, *out.shape[1:])
     if not linear:
         chunk = jax.checkpoint(chunk)
     _UNIFORM_TYPES.append(True)
@@ -433,6 +438,71 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
         _UNIFORM_TYPES.pop()
     out = out[slot][jnp.argsort(order)]
     return out.reshape(nf, nloc, *out.shape[1:])
+
+
+def _type_loops(fn: Any, coord_ext: Any, atype_ext: Any, slot_frame: Any, slot_centre: Any,
+                slot_nl: Any, block_start: Any, blocks: Any, ntypes: int, ch: int,
+                nslot: Any) -> Any:
+    """``_centre_chunks`` inside :func:`first_order_coordinates`, one loop per centre type.
+
+    Each type's chunks (slots ``block_start[t]`` to ``block_start[t] + blocks[t]``) run in a
+    loop of their own whose trip count is that type's, so the per-type networks' weights are
+    constants of the loop body rather than slices of stacked weights picked by a loop index
+    (plain se_e2_a, 1536 atoms: a [1600, 240] fitting weight copied per chunk), and no chunk is
+    spent on padding between types. The loops only evaluate: each chunk returns its energies e
+    and the gradient g of their sum in its coordinate rows; the loops see no differentiable
+    input, so they need no reverse pass (a loop with a data-dependent trip count has none).
+    The derivative enters afterwards, outside the loops, as the linearisation
+    e + sum_rows g . (x - x0) at x0 = x over every slot's rows (see ``centre_chunks``).
+    Returns (nslot, k)."""
+    nnei = slot_nl.shape[1]
+    x0 = jax.lax.stop_gradient(coord_ext)
+    t0 = jax.lax.stop_gradient(atype_ext)
+    local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
+
+    def evaluate(t: int, fr: Any, ce: Any, nl1: Any) -> tuple[Any, Any]:
+        nl = nl1 - 1
+        safe = jnp.where(nl >= 0, nl, 0)
+        idx = jnp.concatenate([ce, safe.reshape(-1)])
+        frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
+        coord = x0[frames, idx]
+        atype = t0[frames, idx].at[:ch].set(t)[None]  # padding centres: the loop's type
+        nl_c = jnp.where(nl >= 0, local, -1)[None]
+        _EMPTY_SLOT_TYPES.append(t0[fr, 0][None, :, None])
+        _UNIFORM_TYPES.append(t)
+        try:
+            e, pull = jax.vjp(lambda x: fn(x[None], atype, nl_c)[0], coord)
+        finally:
+            _UNIFORM_TYPES.pop()
+            _EMPTY_SLOT_TYPES.pop()
+        (g,) = pull(jnp.ones_like(e))
+        rows = jnp.concatenate([g[:ch, None], g[ch:].reshape(ch, nnei, 3)], axis=1)
+        return e, rows
+
+    # output shapes of one chunk, for the loops' buffers
+    e_shape, _ = jax.eval_shape(
+        lambda: evaluate(0, slot_frame[:ch], slot_centre[:ch], slot_nl[:ch]))
+    e_buf = jnp.zeros((nslot, *e_shape.shape[1:]), e_shape.dtype)
+    g_buf = jnp.zeros((nslot, nnei + 1, 3), x0.dtype)
+    for t in range(ntypes):
+        def body(c: Any, bufs: tuple[Any, Any], t: int = t) -> tuple[Any, Any]:
+            start = c * ch
+            fr, ce = (jax.lax.dynamic_slice_in_dim(a, start, ch) for a in (slot_frame,
+                                                                           slot_centre))
+            nl1 = jax.lax.dynamic_slice_in_dim(slot_nl, start, ch)
+            e, rows = evaluate(t, fr, ce, nl1)
+            return (jax.lax.dynamic_update_slice_in_dim(bufs[0], e, start, 0),
+                    jax.lax.dynamic_update_slice_in_dim(bufs[1], rows, start, 0))
+
+        first = block_start[t] // ch
+        e_buf, g_buf = jax.lax.fori_loop(first, first + blocks[t] // ch, body, (e_buf, g_buf))
+    e_buf = jax.lax.stop_gradient(e_buf)
+    g_buf = jax.lax.stop_gradient(g_buf)
+    nl = slot_nl - 1
+    idx = jnp.concatenate([slot_centre[:, None], jnp.where(nl >= 0, nl, 0)], axis=1)
+    x = coord_ext[slot_frame[:, None], idx]  # (nslot, nnei + 1, 3)
+    step = jnp.sum(g_buf * (x - jax.lax.stop_gradient(x)), axis=(1, 2))  # zero in value
+    return e_buf + step[:, None].astype(e_buf.dtype)
 
 
 register_kernel("centre_chunks", "jax.numpy", centre_chunks)
@@ -452,8 +522,9 @@ def empty_slot_types() -> Any:
 register_kernel("empty_slot_types", "jax.numpy", empty_slot_types)
 
 
-#: non-empty while ``centre_chunks`` traces a chunk, whose centres all share one type
-_UNIFORM_TYPES: list[bool] = []
+#: non-empty while ``centre_chunks`` traces a chunk, whose centres all share one type: True
+#: (the type is data), or the type itself where a loop runs one type's chunks
+_UNIFORM_TYPES: list[bool | int] = []
 
 
 def uniform_type_params(ps: list, index: Any) -> Any:
@@ -461,6 +532,8 @@ def uniform_type_params(ps: list, index: Any) -> Any:
     ``ps[t]`` of that type t (index (nf, n) the centres' types); elsewhere None."""
     if not _UNIFORM_TYPES:
         return None
+    if not isinstance(_UNIFORM_TYPES[-1], bool):  # a loop of one type: its own parameters
+        return ps[_UNIFORM_TYPES[-1]]
     t = index.reshape(-1)[0]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves)[t], *ps)
 
