@@ -166,11 +166,13 @@ def interleaved(dp_cmd: list[str], pp_cmd: list[str], calls: int,
     dp = Server(dp_cmd, threads)
     pp = Server(pp_cmd, threads)
     ratios = []
-    for _ in range(calls if dp.alive and pp.alive else 0):
+    for _ in range(calls):
+        # one code failing (e.g. out of memory) leaves the other's calls to be timed alone
         d, p = dp.go(), pp.go()
-        if d is None or p is None:
+        if d is None and p is None:
             break
-        ratios.append(p / d)
+        if d is not None and p is not None:
+            ratios.append(p / d)
     return dp.finish(), pp.finish(), ratios
 
 
@@ -303,7 +305,7 @@ def main() -> int:
             rows.append({"code": code, "variant": variant, "backend": backend, "natoms": n,
                          **{k: res.get(k, "") for k in md_step.FIELDS[5:-2]},
                          "note": res.get("note", "")})
-            extra = f"{res['ms']} ms" if res["status"] == "ok" else res.get("note", "")
+            extra = f"{res['ms']} ms" if "ms" in res else res.get("note", "")
             print(f"  {code} {variant} {backend} {n}: {res['status']} {extra}", file=sys.stderr,
                   flush=True)
         return record

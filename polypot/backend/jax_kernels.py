@@ -50,6 +50,10 @@ CHUNK_PAIRS = int(os.environ.get("POLYPOT_TABLE_CHUNK_PAIRS", "2048"))
 #: chunk; measured on 2 cores: 2048-8192 all beat the unchunked program, 16384+ are slower).
 #: Override with POLYPOT_CENTRE_CHUNK_PAIRS
 CENTRE_CHUNK_PAIRS = int(os.environ.get("POLYPOT_CENTRE_CHUNK_PAIRS", "4096"))
+#: ``centre_chunks``' pairs per chunk for descriptors with attention layers, whose per-centre
+#: work grows with nnei squared (DPA-1 L=2, 1536 water atoms, 2 Zen 4 cores, ms per call:
+#: 4096 pairs 1407.7, 2048 1218.9, 1024 1085.9, 512 1062.7). POLYPOT_ATTN_CHUNK_PAIRS
+ATTN_CHUNK_PAIRS = int(os.environ.get("POLYPOT_ATTN_CHUNK_PAIRS", "1024"))
 #: (centre, neighbour) pairs per chunk of a message-passing layer (``row_chunks``); its peak
 #: memory is about this times the layer's per-pair intermediates, whatever the system size
 #: (DPA-2 medium, 1536 atoms, 2 cores: 1024-2048 pairs 5.9 s/step, 8192 6.8 s, 32768 8.7 s).
@@ -325,7 +329,8 @@ def first_order_coordinates() -> Iterator[None]:
 
 
 def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int,
-                  energy: bool = False, max_nnei: int | None = None, parallel: int = 1) -> Any:
+                  energy: bool = False, max_nnei: int | None = None,
+                  attention: bool = False) -> Any:
     """``fn(coord, atype, nlist) -> (1, n, k)`` over chunks of centre atoms, (nf, nloc, k).
 
     For models whose atomic energy depends only on the atom's own neighbours (every descriptor
@@ -352,29 +357,29 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     ``max_nnei``: a fixed bound of nnei that sizes the chunks (in centres) when nnei is
     symbolic (narrowed neighbour lists under ``jax.export``); such lists are always chunked.
 
-    ``parallel``: chunks per loop step (``_chunked``'s ``par``). Two paid for DPA-1 with
-    attention layers (L=2, 768 atoms, about 7% less time per call), not for the others.
+    ``attention``: the descriptor has attention layers over each centre's neighbours, whose
+    per-centre intermediates grow with nnei squared: chunks of ``ATTN_CHUNK_PAIRS`` pairs.
 
     Programs compiled for a platform other than the CPU call ``fn`` on the whole system
     (``_on_cpu``).
     """
     nf, nloc, nnei = nlist.shape
+    pairs = ATTN_CHUNK_PAIRS if attention else CENTRE_CHUNK_PAIRS
     if not isinstance(nnei, int):
         if max_nnei is None:
             raise ValueError("centre_chunks: a symbolic nnei needs max_nnei")
-        ch = _per_chunk(max_nnei, CENTRE_CHUNK_PAIRS)
+        ch = _per_chunk(max_nnei, pairs)
     else:
-        ch = _per_chunk(nnei, CENTRE_CHUNK_PAIRS)
+        ch = _per_chunk(nnei, pairs)
         if _whole(nf, nloc, nnei) or (isinstance(nf, int) and isinstance(nloc, int)
                                       and nf * nloc <= ch):
             return fn(coord_ext, atype_ext, nlist)  # the whole system as it is
-    return _on_cpu(lambda: _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy, ch,
-                                          parallel),
+    return _on_cpu(lambda: _centre_chunks(fn, coord_ext, atype_ext, nlist, ntypes, energy, ch),
                    lambda: fn(coord_ext, atype_ext, nlist))
 
 
 def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: int,
-                   energy: bool, ch: int, par: int = 1) -> Any:
+                   energy: bool, ch: int) -> Any:
     """``centre_chunks`` in chunks of ``ch`` centres."""
     nf, nloc, nnei = nlist.shape
     n = nf * nloc
@@ -424,7 +429,7 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
         per_centre = step[:ch] + jnp.sum(step[ch:].reshape(ch, nnei), axis=1)
         return jax.lax.stop_gradient(e) + per_centre[:, None].astype(e.dtype)
 
-    if linear and par == 1:
+    if linear:
         out = _type_loops(fn, coord_ext, atype_ext, slot_frame, slot_centre, slot_nl,
                           block_start, blocks, ntypes, ch, nslot)
         out = out[slot][jnp.argsort(order)]
@@ -433,7 +438,7 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
         chunk = jax.checkpoint(chunk)
     _UNIFORM_TYPES.append(True)
     try:
-        out = _chunked(chunk, ch, slot_frame, slot_centre, slot_nl, slot_type, par=par)
+        out = _chunked(chunk, ch, slot_frame, slot_centre, slot_nl, slot_type)
     finally:
         _UNIFORM_TYPES.pop()
     out = out[slot][jnp.argsort(order)]

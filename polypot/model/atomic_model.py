@@ -94,10 +94,9 @@ class DPAtomicModel:
         if chunks is None:
             e = energies(coord_ext, atype_ext, nlist)
         else:
-            # attention layers: two chunks per loop step (see the kernel's ``parallel``)
-            parallel = 2 if getattr(self.descriptor, "attn_layer", 0) > 0 else 1
             e = chunks(energies, coord_ext, atype_ext, nlist, self.ntypes, energy=True,
-                       max_nnei=int(np.sum(self.sel)), parallel=parallel)
+                       max_nnei=int(np.sum(self.sel)),
+                       attention=getattr(self.descriptor, "attn_layer", 0) > 0)
         nf = atype.shape[0]
         bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),
                           (nf, nloc, 1))

@@ -144,6 +144,7 @@ def _small_chunks(monkeypatch, rows: int, nnei: int) -> None:
     import polypot.kernels
 
     monkeypatch.setattr(kernels, "CENTRE_CHUNK_PAIRS", rows * nnei)
+    monkeypatch.setattr(kernels, "ATTN_CHUNK_PAIRS", rows * nnei)
     monkeypatch.setattr(kernels, "ROW_CHUNK_PAIRS", rows * 48)
     monkeypatch.setattr(kernels, "WHOLE_SYSTEM_PAIRS", 0)  # chunk even these small systems
     for name in ("centre_chunks", "row_chunks"):
