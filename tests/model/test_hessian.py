@@ -22,13 +22,15 @@ def _system(periodic: bool):
 
 
 def _cases() -> list:
-    """(backend, periodic, name); DPA-2 on open boundaries only on JAX by default (the others
-    with -m slow, 10-15 s each): periodic DPA-2 covers the ghosts' message passing everywhere."""
+    """(backend, periodic, name); DPA-2 on open boundaries with -m slow (10-35 s each):
+    periodic DPA-2 covers the ghosts' message passing on every backend, and the open-boundary
+    DPA-2 Hessian of JAX's chunked program is compared with its whole-system one by default in
+    tests/backend/test_jax_kernels.py."""
     out = []
     for name in ("se_e2_a", "se_atten_v2_l0", "dpa2"):
         for periodic, label in ((True, "periodic"), (False, "cluster")):
             for backend in AUTODIFF:
-                slow = name == "dpa2" and not periodic and backend != "jax"
+                slow = name == "dpa2" and not periodic
                 out.append(pytest.param(backend, periodic, name, id=f"{name}-{label}-{backend}",
                                         marks=pytest.mark.slow if slow else ()))
     return out
