@@ -353,6 +353,7 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     its copy of one neighbour), so any cotangent c (forces: 1; atomic virials: positions) pulls
     back as c_i g_i per centre. The backward pass then reuses g instead of re-running the chunk
     (the rematerialised program evaluates every chunk twice when the energy is an output too).
+    There the chunks of each type run in a loop of their own (:func:`_type_loops`).
 
     ``max_nnei``: a fixed bound of nnei that sizes the chunks (in centres) when nnei is
     symbolic (narrowed neighbour lists under ``jax.export``); such lists are always chunked.
@@ -395,47 +396,29 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
     block_start = jnp.cumsum(blocks) - blocks
     slot = jnp.arange(n) - (jnp.cumsum(counts) - counts)[sorted_types] + block_start[sorted_types]
     nslot = ((n + ch - 1) // ch + ntypes - 1) * ch  # enough for any split into types
-    slot_type = jnp.clip(jnp.sum(jnp.arange(nslot)[:, None] >= block_start[None, :], axis=1) - 1,
-                         0, ntypes - 1).astype(types.dtype)
     zeros = jnp.zeros((nslot,), frame.dtype)
     slot_frame = zeros.at[slot].set(frame[order])
     slot_centre = zeros.at[slot].set(centre[order])
-    # neighbour lists + 1: the empty slots' zeros become empty lists (-1) in ``chunk``
+    # neighbour lists + 1: the empty slots' zeros become empty lists (-1) in ``_chunk_system``
     slot_nl = jnp.zeros((nslot, nnei), nlist.dtype).at[slot].set(
         nlist.reshape(-1, nnei)[order] + 1)
-    local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
-    linear = energy and bool(_FIRST_ORDER)
-
-    def chunk(fr: Any, ce: Any, nl1: Any, ty: Any) -> Any:
-        nl = nl1 - 1
-        safe = jnp.where(nl >= 0, nl, 0)
-        idx = jnp.concatenate([ce, safe.reshape(-1)])
-        frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
-        coord = coord_ext[frames, idx]
-        atype = atype_ext[frames, idx].at[:ch].set(ty)[None]  # padding centres: the chunk's type
-        nl_c = jnp.where(nl >= 0, local, -1)[None]
-        # empty slots take the type of their centre's frame's atom 0 (``neighbor_types``), not
-        # that of the chunk's atom 0 (its first centre)
-        _EMPTY_SLOT_TYPES.append(atype_ext[fr, 0][None, :, None])
-        try:
-            if not linear:
-                return fn(coord[None], atype, nl_c)[0]
-            x0 = jax.lax.stop_gradient(coord)
-            e, pull = jax.vjp(lambda x: fn(x[None], atype, nl_c)[0], x0)
-        finally:
-            _EMPTY_SLOT_TYPES.pop()
-        (g,) = pull(jnp.ones_like(e))
-        step = jnp.sum(jax.lax.stop_gradient(g) * (coord - x0), axis=-1)  # zero in value
-        per_centre = step[:ch] + jnp.sum(step[ch:].reshape(ch, nnei), axis=1)
-        return jax.lax.stop_gradient(e) + per_centre[:, None].astype(e.dtype)
-
-    if linear:
+    if energy and _FIRST_ORDER:
         out = _type_loops(fn, coord_ext, atype_ext, slot_frame, slot_centre, slot_nl,
                           block_start, blocks, ntypes, ch, nslot)
         out = out[slot][jnp.argsort(order)]
         return out.reshape(nf, nloc, *out.shape[1:])
-    if not linear:
-        chunk = jax.checkpoint(chunk)
+
+    @jax.checkpoint
+    def chunk(fr: Any, ce: Any, nl1: Any, ty: Any) -> Any:
+        coord, atype, nl_c, empty = _chunk_system(coord_ext, atype_ext, fr, ce, nl1, ty)
+        _EMPTY_SLOT_TYPES.append(empty)
+        try:
+            return fn(coord[None], atype, nl_c)[0]
+        finally:
+            _EMPTY_SLOT_TYPES.pop()
+
+    slot_type = jnp.clip(jnp.sum(jnp.arange(nslot)[:, None] >= block_start[None, :], axis=1) - 1,
+                         0, ntypes - 1).astype(types.dtype)
     _UNIFORM_TYPES.append(True)
     try:
         out = _chunked(chunk, ch, slot_frame, slot_centre, slot_nl, slot_type)
@@ -443,6 +426,26 @@ def _centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: 
         _UNIFORM_TYPES.pop()
     out = out[slot][jnp.argsort(order)]
     return out.reshape(nf, nloc, *out.shape[1:])
+
+
+def _chunk_system(coord_ext: Any, atype_ext: Any, fr: Any, ce: Any, nl1: Any, ty: Any
+                  ) -> tuple[Any, Any, Any, Any]:
+    """One chunk of ``ch`` centres as a small extended system: coordinates (ch * (1 + nnei), 3),
+    centres first then one copy of each listed neighbour; types (1, ch * (1 + nnei)), padding
+    centres taking ``ty``; the list (1, ch, nnei) renumbered into it; and the type (1, ch, 1)
+    that each centre's empty slots take (``empty_slot_types``).
+
+    fr, ce: (ch,) frame and centre index of each slot; nl1: (ch, nnei) its list + 1 (0: empty)."""
+    ch, nnei = nl1.shape
+    nl = nl1 - 1
+    safe = jnp.where(nl >= 0, nl, 0)
+    idx = jnp.concatenate([ce, safe.reshape(-1)])
+    frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
+    local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
+    # empty slots take the type of their centre's frame's atom 0 (``neighbor_types``), not that
+    # of the chunk's atom 0 (its first centre)
+    return (coord_ext[frames, idx], atype_ext[frames, idx].at[:ch].set(ty)[None],
+            jnp.where(nl >= 0, local, -1)[None], atype_ext[fr, 0][None, :, None])
 
 
 def _type_loops(fn: Any, coord_ext: Any, atype_ext: Any, slot_frame: Any, slot_centre: Any,
@@ -463,17 +466,10 @@ def _type_loops(fn: Any, coord_ext: Any, atype_ext: Any, slot_frame: Any, slot_c
     nnei = slot_nl.shape[1]
     x0 = jax.lax.stop_gradient(coord_ext)
     t0 = jax.lax.stop_gradient(atype_ext)
-    local = ch + jnp.arange(ch * nnei).reshape(ch, nnei)
 
     def evaluate(t: int, fr: Any, ce: Any, nl1: Any) -> tuple[Any, Any]:
-        nl = nl1 - 1
-        safe = jnp.where(nl >= 0, nl, 0)
-        idx = jnp.concatenate([ce, safe.reshape(-1)])
-        frames = jnp.concatenate([fr, jnp.broadcast_to(fr[:, None], (ch, nnei)).reshape(-1)])
-        coord = x0[frames, idx]
-        atype = t0[frames, idx].at[:ch].set(t)[None]  # padding centres: the loop's type
-        nl_c = jnp.where(nl >= 0, local, -1)[None]
-        _EMPTY_SLOT_TYPES.append(t0[fr, 0][None, :, None])
+        coord, atype, nl_c, empty = _chunk_system(x0, t0, fr, ce, nl1, t)
+        _EMPTY_SLOT_TYPES.append(empty)
         _UNIFORM_TYPES.append(t)
         try:
             e, pull = jax.vjp(lambda x: fn(x[None], atype, nl_c)[0], coord)
