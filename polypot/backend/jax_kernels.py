@@ -50,9 +50,10 @@ CHUNK_PAIRS = int(os.environ.get("POLYPOT_TABLE_CHUNK_PAIRS", "2048"))
 #: chunk; measured on 2 cores: 2048-8192 all beat the unchunked program, 16384+ are slower).
 #: Override with POLYPOT_CENTRE_CHUNK_PAIRS
 CENTRE_CHUNK_PAIRS = int(os.environ.get("POLYPOT_CENTRE_CHUNK_PAIRS", "4096"))
-#: ``centre_chunks``' pairs per chunk for descriptors with attention layers, whose per-centre
-#: work grows with nnei squared (DPA-1 L=2, 1536 water atoms, 2 Zen 4 cores, ms per call:
-#: 4096 pairs 1407.7, 2048 1218.9, 1024 1085.9, 512 1062.7). POLYPOT_ATTN_CHUNK_PAIRS
+#: ``centre_chunks``' pairs per chunk for DPA-1 (se_atten) descriptors, with or without
+#: attention layers (2 Zen 4 cores, 1536 water atoms, ms per call: L=2 4096 pairs 1407.7, 2048
+#: 1218.9, 1024 1085.9, 512 1062.7; L=0 4096 119.9, 2048 114.1, 1024 105.9, and at 12288 atoms
+#: 941.6 against 869.9 for 1024). POLYPOT_ATTN_CHUNK_PAIRS
 ATTN_CHUNK_PAIRS = int(os.environ.get("POLYPOT_ATTN_CHUNK_PAIRS", "1024"))
 #: (centre, neighbour) pairs per chunk of a message-passing layer (``row_chunks``); its peak
 #: memory is about this times the layer's per-pair intermediates, whatever the system size
@@ -358,8 +359,9 @@ def centre_chunks(fn: Any, coord_ext: Any, atype_ext: Any, nlist: Any, ntypes: i
     ``max_nnei``: a fixed bound of nnei that sizes the chunks (in centres) when nnei is
     symbolic (narrowed neighbour lists under ``jax.export``); such lists are always chunked.
 
-    ``attention``: the descriptor has attention layers over each centre's neighbours, whose
-    per-centre intermediates grow with nnei squared: chunks of ``ATTN_CHUNK_PAIRS`` pairs.
+    ``attention``: a DPA-1 (se_atten) descriptor, whose attention layers' per-centre
+    intermediates grow with nnei squared, and whose chunks pay for being small even without
+    them: chunks of ``ATTN_CHUNK_PAIRS`` pairs.
 
     Programs compiled for a platform other than the CPU call ``fn`` on the whole system
     (``_on_cpu``).

@@ -96,7 +96,7 @@ class DPAtomicModel:
         else:
             e = chunks(energies, coord_ext, atype_ext, nlist, self.ntypes, energy=True,
                        max_nnei=int(np.sum(self.sel)),
-                       attention=getattr(self.descriptor, "attn_layer", 0) > 0)
+                       attention=hasattr(self.descriptor, "attn_layer"))
         nf = atype.shape[0]
         bias = xp.reshape(xp.take(p["out_bias"][0, ...], xp.reshape(atype, (-1,)), axis=0),
                           (nf, nloc, 1))
