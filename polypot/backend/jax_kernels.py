@@ -17,9 +17,11 @@ the backward pass is ordinary JAX code.
 
 ``centre_chunks`` (atom-local models, and DPA-2's repinit stage) and ``row_chunks`` (each DPA-2
 repformer layer) evaluate the model chunk by chunk of centre atoms, each chunk rematerialised in
-the backward pass (``jax.checkpoint``): peak memory follows the chunk, not the system, and the
-working set of a chunk stays in cache. Chunk sizes, in (centre, neighbour) pairs:
-``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048), and
+the backward pass (``jax.checkpoint``; force programs instead take each chunk's value and
+gradient in one pass, one loop per centre type): peak memory follows the chunk, not the system,
+and the working set of a chunk stays in cache. Chunk sizes, in (centre, neighbour) pairs:
+``POLYPOT_CENTRE_CHUNK_PAIRS`` (default 4096; ``POLYPOT_ATTN_CHUNK_PAIRS``, default 1024, for
+DPA-1) and ``POLYPOT_ROW_CHUNK_PAIRS`` (default 2048), and
 for the table kernels ``POLYPOT_TABLE_CHUNK_PAIRS`` (default 2048, with
 ``POLYPOT_TABLE_CHUNKS_PER_STEP`` chunks per loop step, default 4);
 smaller values lower the memory further (read when this module is imported; they shape the
