@@ -488,9 +488,9 @@ class JaxFrozenModel:
             kept = np.flatnonzero(order >= 0)
             f_ext[:, order[kept]] += out["extended_force"][:, kept]
             real = centres >= 0
-            atom_energy[:, centres[real]] = out["atom_energy"][:, :centres.size][:, real]
-            energy = energy + out["energy"] - np.sum(out["atom_energy"][:, :centres.size][:, ~real],
-                                                     axis=1)
+            own = out["atom_energy"][:, :centres.size]  # this call's centres
+            atom_energy[:, centres[real]] = own[:, real]
+            energy = energy + out["energy"] - np.sum(own[:, ~real], axis=1)
             virial = virial + out["virial"]
         force = np.stack([np.bincount(mp[0], weights=f_ext[0, :, i], minlength=nloc)
                           for i in range(3)], axis=-1)[None]

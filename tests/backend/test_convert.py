@@ -20,15 +20,20 @@ from polypot.model import build_model
 SUFFIX = {"numpy": ".dp", "torch": ".pth", "jax": ".hlo", "tensorflow": ".savedmodel",
           "paddle": ".json"}
 BACKENDS = [b for b in SUFFIX if b in available()]
+
+
+def ordered_pairs(cycle: list[str]) -> list:
+    """Every ordered pair of BACKENDS; those of the cycle through ``cycle`` (each backend to the
+    next, the last back to the first) by default, the others with -m slow."""
+    steps = set(zip(cycle, cycle[1:] + cycle[:1], strict=True))
+    return [pytest.param(a, b, id=f"{a}->{b}", marks=() if (a, b) in steps else pytest.mark.slow)
+            for a, b in itertools.permutations(BACKENDS, 2)]
+
+
 # Every ordered pair runs with -m slow (each conversion freezes its target: ~40 min on 2 cores).
 # By default a cycle numpy -> torch -> jax -> tensorflow -> paddle -> numpy: every backend is
 # read once and written once, each conversion starting from the previous backend's frozen file.
-CYCLE = list(zip(BACKENDS, BACKENDS[1:] + BACKENDS[:1], strict=True))
-PAIRS = [
-    pytest.param(a, b, id=f"{a}->{b}",
-                 marks=() if (a, b) in CYCLE else pytest.mark.slow)
-    for a, b in itertools.permutations(BACKENDS, 2)
-]
+PAIRS = ordered_pairs(BACKENDS)
 KINDS = ["se_e2_a", "se_atten_l0", "se_atten_l2", "se_atten_v2_l0", "dpa2"]
 
 FP32_CONFIGS = {
@@ -114,14 +119,7 @@ def test_convert_float64(sources, kind, src, dst):
 # took 96 s of a 28-minute suite on a 2-core AMD machine; dpa2 freezes again (~2 min); the
 # float32 attention model's .pth freeze alone took 86 s of a 29-minute suite
 FP32_SLOW = ("dpa2", "se_atten_l0", "se_atten_v2_l0", "se_e2_a")
-_FP32_CYCLE_BACKENDS = [b for b in BACKENDS if b != "torch"]
-FP32_CYCLE = list(zip(_FP32_CYCLE_BACKENDS,
-                      _FP32_CYCLE_BACKENDS[1:] + _FP32_CYCLE_BACKENDS[:1], strict=True))
-FP32_PAIRS = [
-    pytest.param(a, b, id=f"{a}->{b}",
-                 marks=() if (a, b) in FP32_CYCLE else pytest.mark.slow)
-    for a, b in itertools.permutations(BACKENDS, 2)
-]
+FP32_PAIRS = ordered_pairs([b for b in BACKENDS if b != "torch"])
 
 
 @pytest.mark.parametrize("kind", [
