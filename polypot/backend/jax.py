@@ -56,18 +56,45 @@ class _CompiledPerShape:
     def __init__(self, jitted: Any) -> None:
         self._jitted = jitted
         self._seen: set[Any] = set()
+        self._temp: dict[Any, int | None] = {}
 
     def lower(self, *args: Any) -> Any:
         return self._jitted.lower(*args)
 
-    def __call__(self, *args: Any) -> Any:
+    def _compile(self, args: tuple) -> Any:
+        """The cache key of ``args`` (compiled ahead if new), or None for arguments that are
+        not all arrays (left to ``jax.jit``'s own cache)."""
         leaves, tree = jax.tree.flatten(args)
-        if all(isinstance(x, (np.ndarray, jax.Array)) for x in leaves):  # else jit's own cache
-            key = (tree, *((x.shape, x.dtype) for x in leaves))
-            if key not in self._seen:
-                self._jitted.lower(*args).compile()
-                _release_free_heap()
-                self._seen.add(key)
+        if not all(isinstance(x, (np.ndarray, jax.Array)) for x in leaves):
+            return None
+        key = (tree, *((x.shape, x.dtype) for x in leaves))
+        if key not in self._seen:
+            compiled = self._jitted.lower(*args).compile()
+            try:
+                stats = compiled.memory_analysis()
+                self._temp[key] = None if stats is None else int(stats.temp_size_in_bytes)
+            except Exception:  # noqa: BLE001  (a backend or version without the analysis)
+                self._temp[key] = None
+            del compiled
+            _release_free_heap()
+            self._seen.add(key)
+        return key
+
+    def temp_bytes(self, *args: Any) -> int | None:
+        """Bytes of the temporary buffer XLA allocates for each call on arguments of these
+        shapes (compiled ahead, as a call would), or None where XLA does not report it."""
+        return self._temp.get(self._compile(args))
+
+    def forget(self) -> None:
+        """Drop every compiled shape and release the free heap. Each executable holds the
+        program's constants (compressed se_e2_a water: about 90 MB per shape)."""
+        self._jitted.clear_cache()
+        self._seen.clear()
+        self._temp.clear()
+        _release_free_heap()
+
+    def __call__(self, *args: Any) -> Any:
+        self._compile(args)
         return self._jitted(*args)
 
 

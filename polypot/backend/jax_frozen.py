@@ -30,8 +30,8 @@ sorted by type, one int8 marker array (n_t,) per type after the mapping, nloc = 
 each net runs on its own rows; ``run`` sorts them and puts the per-atom results back, and runs
 the full program where a type is absent or frames differ in their types. Narrow programs
 frozen since 2026-11-29 also return extended_force (nf, nall, 3), the forces before the mapping
-folds them: ``run`` then gives each half of a large frame's atoms to its own call, the two calls
-at once (``_run_halves``); older readers ignore the extra output.
+folds them: ``run`` then splits a large frame's atoms between several calls, two at a time
+(``_run_pieces``); older readers ignore the extra output.
 """
 
 from __future__ import annotations
@@ -61,21 +61,27 @@ NARROW_PROGRAM = "stablehlo_narrow"
 #: the ``programs`` entry of a narrow program whose local atoms come sorted by type, one
 #: marker array (n_t,) per type after the mapping (``sorts_centres``); "narrow" otherwise
 SORTED_NARROW = "narrow_sorted"
-#: ``run`` splits the local atoms of one frame between two concurrent calls of a narrow program
+#: ``run`` splits the local atoms of one frame between concurrent calls of a narrow program
 #: that returns extended_force (the forces before the mapping folds them; programs frozen since
-#: 2026-11-29) from this many local atoms up (:data:`SPLIT_MIN_ATOMS_SORTED` for the
-#: :data:`SORTED_NARROW` programs of compressed models), on CPUs with two or more cores: XLA's
-#: CPU runtime runs one call's operations mostly one after another (water, 2 cores: 1.5 cores
+#: 2026-11-29) from this many local atoms up, on CPUs with two or more cores: XLA's CPU
+#: runtime runs one call's operations mostly one after another (water, 2 cores: 1.5 cores
 #: busy), two calls at once use both (se_e2_a / DPA-1 L0, 1536 atoms: -9% / -20% per call;
-#: 384 atoms -3% / -13%; 192 atoms +2% / -9%; bench/README.md). POLYPOT_SPLIT_CENTRES=0 turns
-#: it off
+#: 384 atoms -3% / -13%; 192 atoms +2% / -9%; bench/README.md). Compressed se_e2_a (the
+#: :data:`SORTED_NARROW` program) split only from 1024 atoms before the calls were kept under
+#: :data:`CALL_TEMP_BYTES`; now it gains from 384 atoms (2 Zen 4 cores: 384 atoms 22.2 ->
+#: 19.6 ms, 768 atoms 37.8 -> 28.9 ms). POLYPOT_SPLIT_CENTRES=0 turns it off
 SPLIT_MIN_ATOMS = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS", "256"))
-#: as :data:`SPLIT_MIN_ATOMS` for compressed models' sorted programs, whose table kernels
-#: already run several chunks at once, so the gain depends more on the CPU (compressed
-#: se_e2_a / DPA-1 L0, per call: 2 Zen 3 cores, 1536 atoms -4% / -6% (+12% / -8% in an
-#: earlier run), 12288 atoms -10% / -16%; 2 Zen 4 cores, 768 atoms -18% / -24%, 1536 atoms
-#: -15% / -29%; se_e2_a alone at 384 atoms -26%, at 3072 -6%)
-SPLIT_MIN_ATOMS_SORTED = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS_SORTED", "1024"))
+#: calls of a split frame that run at once (one thread each)
+SPLIT_THREADS = 2
+#: largest temporary buffer (bytes, as XLA's memory analysis of the compiled call reports it)
+#: of one call of a split frame; a frame is split into more calls until they fit. glibc
+#: serves a block over 32 MiB with a fresh ``mmap`` at every call, which the call then
+#: page-faults in (compressed se_e2_a water, 1536 atoms, two calls of 41 MiB: 20,800 faults
+#: and 34 ms of system time per step of 68 ms); smaller blocks it keeps for the next call.
+#: POLYPOT_CALL_TEMP_MB sets it
+CALL_TEMP_BYTES = int(float(os.environ.get("POLYPOT_CALL_TEMP_MB", "28")) * 2**20)
+#: fewest centres per call when a split frame's calls are made smaller
+MIN_PIECE_CENTRES = 64
 #: section widths of a narrowed list are rounded up to a multiple of this (fewer compilations)
 WIDTH_MULTIPLE = 4
 #: platforms the programs are lowered for
@@ -324,6 +330,28 @@ def _centres_first(coord: np.ndarray, atype: np.ndarray, sections: list[np.ndarr
     return new_coord, new_type, lists, order
 
 
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _split_centres(local: np.ndarray, counts: np.ndarray | None, k: int
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The centres (local atom numbers; -1: padding) and their types of each of ``k`` calls
+    of a split frame whose local atoms have types ``local``. ``counts`` None: consecutive
+    blocks of atoms, padding of atom 0's type; else (the count of each type, for the sorted
+    program) ceil(n_t / k) atoms of each type t per call, types in order."""
+    groups = ([np.arange(local.size)] if counts is None
+              else [np.flatnonzero(local == t) for t in range(len(counts))])
+    parts: list[tuple[list, list]] = [([], []) for _ in range(k)]
+    for idx in groups:
+        h = -(-idx.size // k)
+        for p, (centres, types) in enumerate(parts):
+            part = idx[p * h:(p + 1) * h]
+            centres.append(np.concatenate([part, np.full(h - part.size, -1)]))
+            types.append(np.concatenate([local[part], np.full(h - part.size, local[idx[0]])]))
+    return [(np.concatenate(c), np.concatenate(t)) for c, t in parts]
+
+
 # ---- load --------------------------------------------------------------------------------------
 class JaxFrozenModel:
     """A loaded ``.hlo`` file: deserialized programs, metadata and the neutral dictionary."""
@@ -369,6 +397,8 @@ class JaxFrozenModel:
                        and os.environ.get("POLYPOT_SPLIT_CENTRES", "") != "0")
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._split_shapes: set[tuple] = set()
+        self._piece_counts: dict[int, int] = {}  # calls per split frame, by local atom count
+        self._centre_bytes = 0  # the largest temporary buffer per centre of a call seen
 
     def _call(self, atomic: bool) -> Callable[..., Any]:
         if atomic not in self._calls:
@@ -385,20 +415,20 @@ class JaxFrozenModel:
         if self.sorted and not atomic:
             counts = self._sorted_counts(atype, nl)
             if counts is not None:
-                if self._split(nl, SPLIT_MIN_ATOMS_SORTED):
-                    return self._run_halves(coord, atype, nl, mp, counts)
+                if self._split(nl):
+                    return self._run_pieces(coord, atype, nl, mp, counts)
                 return self._run_sorted(coord, atype, nl, mp, counts)
-        elif not atomic and self._split(nl, SPLIT_MIN_ATOMS):
-            return self._run_halves(coord, atype, nl, mp)
+        elif not atomic and self._split(nl):
+            return self._run_pieces(coord, atype, nl, mp)
         if self._narrow is not None and not atomic and not self.sorted:
             out = self._narrow(coord, atype, *self._narrow_sections(nl), mp)
         else:
             out = self._call(bool(atomic))(coord, atype, nl, mp)
         return {k: np.array(v) for k, v in out.items() if k != "extended_force"}
 
-    def _split(self, nl: np.ndarray, min_atoms: int) -> bool:
+    def _split(self, nl: np.ndarray) -> bool:
         """Whether ``run`` splits the centres of this list (one frame, enough atoms)."""
-        return self.splits and nl.shape[0] == 1 and nl.shape[1] >= min_atoms
+        return self.splits and nl.shape[0] == 1 and nl.shape[1] >= SPLIT_MIN_ATOMS
 
     def _sorted_counts(self, atype: np.ndarray, nl: np.ndarray) -> np.ndarray | None:
         """The local atoms' count per type for the :data:`SORTED_NARROW` program, or None (run
@@ -434,57 +464,45 @@ class JaxFrozenModel:
         return {k: np.array(v)[:, inv] if np.ndim(v) == 3 else np.array(v)
                 for k, v in out.items() if k != "extended_force"}
 
-    def _run_halves(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
+    def _run_pieces(self, coord: np.ndarray, atype: np.ndarray, nl: np.ndarray,
                     mp: np.ndarray, counts: np.ndarray | None = None) -> dict:
-        """One frame's local atoms split in two halves, each the centres of its own call of the
-        narrow program, the calls run at once in two threads (XLA runs a call mostly on one
-        core); energies, virials and the unfolded forces (extended_force) of the two summed.
+        """One frame's local atoms split into pieces, each the centres of its own call of the
+        narrow program, :data:`SPLIT_THREADS` calls at a time (XLA runs a call mostly on one
+        core); energies, virials and the unfolded forces (extended_force) of the calls summed.
 
         Each call sees every atom, its centres first (in type order for the sorted program of
-        ``counts``, the count per type), the list renumbered. The second half gets padding
-        centres (no neighbours, so no forces; their atomic energies are taken off) where a
-        count is odd, so both calls have the same shapes: one compilation."""
+        ``counts``, the count per type), the list renumbered. Every call gets the same number
+        of centres of each type, padded with centres without neighbours (no forces; their
+        atomic energies are taken off), so all have the same shapes: one compilation. Two
+        pieces, unless a call's temporary buffer would exceed :data:`CALL_TEMP_BYTES`
+        (:meth:`_piece_count`)."""
         nloc = nl.shape[1]
         local = atype[0, :nloc]
-        if counts is None:  # unsorted program: first and second half; padding of atom 0's type
-            h = (nloc + 1) // 2
-            halves = [(np.arange(h), local[:h]),
-                      (np.concatenate([np.arange(h, nloc), np.full(2 * h - nloc, -1)]),
-                       np.concatenate([local[h:], np.full(2 * h - nloc, local[0])]))]
-        else:  # sorted program: half of each type in each call, types in order
-            halves = [([], []), ([], [])]
-            for t, n in enumerate(counts):
-                idx = np.flatnonzero(local == t)
-                h = (n + 1) // 2
-                for half, part in zip(halves, (idx[:h], idx[h:]), strict=True):
-                    half[0].append(np.concatenate([part, np.full(h - part.size, -1)]))
-                    half[1].append(np.full(h, t))
-            halves = [(np.concatenate(c), np.concatenate(t)) for c, t in halves]
-        sections = self._narrow_sections(nl)  # widths from the whole list, shared by the halves
-        size = atype.shape[1] + int(np.sum(halves[1][0] < 0))
-        calls = [_centres_first(coord, atype, sections, c, t, size) for c, t in halves]
-        markers = [] if counts is None else [np.zeros((n + 1) // 2, np.int8) for n in counts]
+        sections = self._narrow_sections(nl)  # widths from the whole list, shared by the calls
+        k = self._piece_counts.get(nloc)
+        if k is None:
+            k = self._piece_counts[nloc] = self._piece_count(coord, atype, sections, counts)
+        pieces = _split_centres(local, counts, k)
+        size = atype.shape[1] + max(int(np.sum(c < 0)) for c, _ in pieces)
 
-        def call(c: np.ndarray, t: np.ndarray, lists: list[np.ndarray], *_: Any) -> dict:
-            c, t, z = _pad_atoms(c, t, np.zeros(t.shape, mp.dtype))  # folded force: not used
-            return {k: np.asarray(v)
-                    for k, v in self._narrow(c, t, *lists, z, *markers).items()}
+        def call(piece: tuple[np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray]:
+            args, order = self._piece_args(coord, atype, sections, piece, size)
+            return {k: np.asarray(v) for k, v in self._narrow(*args).items()}, order
 
-        shapes = (size, tuple(s.shape[2] for s in sections), halves[0][0].size)
+        shapes = (size, tuple(s.shape[2] for s in sections), pieces[0][0].size)
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                SPLIT_THREADS, thread_name_prefix="polypot-centres")
         if shapes in self._split_shapes:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="polypot-centres")
-            second = self._pool.submit(call, *calls[1])
-            outs = [call(*calls[0]), second.result()]
-        else:  # the first call compiles: once, not in both threads at the same time
-            outs = [call(*calls[0]), call(*calls[1])]
+            outs = list(self._pool.map(call, pieces))
+        else:  # the first call compiles: once, not in several threads at the same time
+            outs = [call(pieces[0]), *self._pool.map(call, pieces[1:])]
             self._split_shapes.add(shapes)
         nall = atype.shape[1]
         f_ext = np.zeros((1, nall, 3), coord.dtype)
         atom_energy = np.zeros((1, nloc, 1), coord.dtype)
         energy, virial = 0.0, 0.0
-        for (centres, _), (_, _, _, order), out in zip(halves, calls, outs, strict=True):
+        for (centres, _), (out, order) in zip(pieces, outs, strict=True):
             kept = np.flatnonzero(order >= 0)
             f_ext[:, order[kept]] += out["extended_force"][:, kept]
             real = centres >= 0
@@ -496,6 +514,49 @@ class JaxFrozenModel:
                           for i in range(3)], axis=-1)[None]
         return {"energy": energy, "atom_energy": atom_energy, "force": force.astype(coord.dtype),
                 "virial": virial}
+
+    def _piece_args(self, coord: np.ndarray, atype: np.ndarray, sections: list[np.ndarray],
+                    piece: tuple[np.ndarray, np.ndarray], size: int) -> tuple[tuple, np.ndarray]:
+        """The narrow program's arguments for one piece (centres, types) of a split frame of
+        ``size`` atoms before padding, and ``order`` (see :func:`_centres_first`)."""
+        c, t, lists, order = _centres_first(coord, atype, sections, *piece, size)
+        c, t, z = _pad_atoms(c, t, np.zeros(t.shape, np.int64))  # folded force: not used
+        markers = []
+        if self.sorted:  # the count of each type in the call
+            markers = [np.zeros(n, np.int8) for n in np.bincount(piece[1], minlength=len(
+                self.sections))]
+        return (c, t, *lists, z, *markers), order
+
+    def _piece_count(self, coord: np.ndarray, atype: np.ndarray, sections: list[np.ndarray],
+                     counts: np.ndarray | None) -> int:
+        """How many calls a frame of these atoms is split into: a multiple of
+        :data:`SPLIT_THREADS`, the fewest whose calls' temporary buffer (XLA's memory analysis
+        of the compiled call) fits in :data:`CALL_TEMP_BYTES`, down to
+        about :data:`MIN_PIECE_CENTRES` centres per call. The first guess scales the largest buffer
+        per centre seen so far; a shape found too large is compiled again smaller, the
+        rejected executables dropped (:meth:`~polypot.backend.jax._CompiledPerShape.forget`)."""
+        nloc = sections[0].shape[1]
+        local = atype[0, :nloc]
+        most = _round_up(max(-(-nloc // MIN_PIECE_CENTRES), 1), SPLIT_THREADS)
+        k = min(max(_round_up(-(-nloc * self._centre_bytes // CALL_TEMP_BYTES),
+                              SPLIT_THREADS), SPLIT_THREADS), most)
+        while True:
+            pieces = _split_centres(local, counts, k)
+            size = atype.shape[1] + max(int(np.sum(c < 0)) for c, _ in pieces)
+            args, _ = self._piece_args(coord, atype, sections, pieces[0], size)
+            temp = self._narrow.temp_bytes(*args) if hasattr(self._narrow, "temp_bytes") \
+                else None
+            per_call = pieces[0][0].size
+            if temp is None:
+                return k
+            self._centre_bytes = max(self._centre_bytes, -(-temp // per_call))
+            if temp <= CALL_TEMP_BYTES or k >= most:
+                return k
+            self._narrow.forget()
+            self._split_shapes.clear()
+            # a call's buffer is a fixed part plus a part per centre: aim below the limit
+            k = min(max(_round_up(-(-k * temp * 4 // (3 * CALL_TEMP_BYTES)), SPLIT_THREADS),
+                        k + SPLIT_THREADS), most)
 
     def _narrow_sections(self, nl: np.ndarray) -> list[np.ndarray]:
         """The type sections of the full list ``nl`` cut after their last used column over

@@ -266,7 +266,7 @@ def test_hlo_centres_split_between_two_concurrent_calls(frozen_dir, models, name
     ref = fixture_reference(name, "periodic")
     for f in range(2):
         one = {k: v[f:f + 1] for k, v in d.items()}
-        for _ in range(2):  # the first call compiles, the second runs the halves at once
+        for _ in range(2):  # the first call compiles, the second runs the calls two at a time
             got = frozen.run(one["coord"], one["atype"], one["nlist"], one["mapping"])
         assert frozen._pool is not None and len(frozen._split_shapes) == 1
         assert set(got) == set(KEYS[:4])
@@ -294,6 +294,52 @@ def test_hlo_centres_split_between_two_concurrent_calls(frozen_dir, models, name
     frozen.run(d["coord"], d["atype"], d["nlist"], d["mapping"])
     frozen.run(d["coord"][:1], d["atype"][:1], d["nlist"][:1], d["mapping"][:1], atomic=True)
     assert frozen._split_shapes == before
+
+
+@pytest.mark.parametrize("name", ["se_e2_a", "se_atten_l0"])
+def test_hlo_frame_split_into_more_calls_when_a_call_buffer_is_too_large(
+        frozen_dir, models, name, monkeypatch):
+    """A call whose temporary buffer exceeds CALL_TEMP_BYTES (here: every call) makes ``run``
+    split the frame into more calls, down to about MIN_PIECE_CENTRES centres each, the rejected
+    shape's executable dropped; the per-centre size it learnt sets the next frame size's first
+    guess. Against the unsplit narrow program: the periodic fixture (192 atoms, 12 calls of 16
+    centres) and an open cluster of 35 atoms (4 calls, the last one padded)."""
+    monkeypatch.setattr(jax_frozen, "SPLIT_MIN_ATOMS", 2)
+    monkeypatch.setattr(jax_frozen, "CALL_TEMP_BYTES", 1)
+    monkeypatch.setattr(jax_frozen, "MIN_PIECE_CENTRES", 16)
+    frozen = load_frozen(frozen_dir / f"{name}.hlo")
+    unsplit = load_frozen(frozen_dir / f"{name}.hlo")
+    unsplit.splits = False
+    d = dict(np.load(frozen_dir / f"{name}-periodic-in.npz"))
+    one = {k: v[:1] for k, v in d.items()}
+    got = frozen.run(one["coord"], one["atype"], one["nlist"], one["mapping"])
+    assert frozen._piece_counts == {192: 12} and frozen._centre_bytes > 0
+    assert len(frozen._narrow._seen) == 1  # the two-call shape compiled, then dropped
+    again = frozen.run(one["coord"], one["atype"], one["nlist"], one["mapping"])
+    plain = unsplit.run(one["coord"], one["atype"], one["nlist"], one["mapping"])
+    for key in KEYS[:4]:
+        assert got[key].shape == plain[key].shape and got[key].dtype == plain[key].dtype
+        np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12, err_msg=key)
+        np.testing.assert_array_equal(again[key], got[key])
+    coord, _, atype = fixture_frames(name, "cluster")
+    nd = build_neighbor_data(coord[:1, :35], None, atype[:35], models[name][0].rcut,
+                             models[name][0].sel)
+    got = frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
+    plain = unsplit.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
+    assert frozen._piece_counts[35] == 4
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+def test_split_centres_gives_every_call_the_same_count_of_each_type():
+    local = np.array([1, 0, 1, 1, 0, 1, 1])
+    plain = jax_frozen._split_centres(local, None, 3)  # blocks of 3, padding of type 1
+    assert [c.tolist() for c, _ in plain] == [[0, 1, 2], [3, 4, 5], [6, -1, -1]]
+    assert [t.tolist() for _, t in plain] == [[1, 0, 1], [1, 0, 1], [1, 1, 1]]
+    typed = jax_frozen._split_centres(local, np.array([2, 5]), 4)  # 1 O and 2 H per call
+    assert [c.tolist() for c, _ in typed] == [[1, 0, 2], [4, 3, 5], [-1, 6, -1],
+                                              [-1, -1, -1]]
+    assert all(t.tolist() == [0, 1, 1] for _, t in typed)
 
 
 @pytest.fixture(scope="module")
@@ -351,7 +397,7 @@ def test_hlo_sorted_program_split_between_two_concurrent_calls(compressed_se_e2_
     """The sorted program of a compressed model, split: each call takes half of each type's
     atoms (sorted by type; the second half padded where a count is odd). A shuffled frame and
     an open cluster with an odd count of one type, against the unsplit sorted program."""
-    monkeypatch.setattr(jax_frozen, "SPLIT_MIN_ATOMS_SORTED", 2)
+    monkeypatch.setattr(jax_frozen, "SPLIT_MIN_ATOMS", 2)
     cmodel, frozen = compressed_se_e2_a
     assert frozen.sorted and frozen.splits
     coord, _, atype = fixture_frames("se_e2_a", "cluster")
@@ -362,7 +408,7 @@ def test_hlo_sorted_program_split_between_two_concurrent_calls(compressed_se_e2_
         padded = jax_frozen._pad_atoms(nd.coord, nd.atype, nd.mapping)
         counts = frozen._sorted_counts(padded[1], nd.nlist)
         plain = frozen._run_sorted(padded[0], padded[1], nd.nlist, padded[2], counts)
-        for _ in range(2):  # the first call compiles, the second runs the halves at once
+        for _ in range(2):  # the first call compiles, the second runs the calls two at a time
             got = frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
         assert set(got) == set(KEYS[:4])
         for key in KEYS[:4]:
@@ -370,6 +416,18 @@ def test_hlo_sorted_program_split_between_two_concurrent_calls(compressed_se_e2_
             np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12,
                                        err_msg=key)
     assert frozen._pool is not None and len(frozen._split_shapes) == 2
+    # calls over the buffer limit: the frame in 6 calls of 6 centres (at most 2 O and 4 H)
+    monkeypatch.setattr(jax_frozen, "CALL_TEMP_BYTES", 1)
+    monkeypatch.setattr(jax_frozen, "MIN_PIECE_CENTRES", 6)
+    nd = cases[1]
+    padded = jax_frozen._pad_atoms(nd.coord, nd.atype, nd.mapping)
+    plain = frozen._run_sorted(padded[0], padded[1], nd.nlist, padded[2],
+                               frozen._sorted_counts(padded[1], nd.nlist))
+    frozen._piece_counts.clear()
+    got = frozen.run(nd.coord, nd.atype, nd.nlist, nd.mapping)
+    assert frozen._piece_counts == {35: 6}
+    for key in KEYS[:4]:
+        np.testing.assert_allclose(got[key], plain[key], rtol=1e-12, atol=1e-12, err_msg=key)
 
 
 @pytest.mark.parametrize("name", ["se_e2_a", "se_atten_v2_l0"])
