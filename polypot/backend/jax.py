@@ -88,7 +88,9 @@ class _CompiledPerShape:
     def forget(self) -> None:
         """Drop every compiled shape and release the free heap. Each executable holds the
         program's constants (compressed se_e2_a water: about 90 MB per shape)."""
-        self._jitted.clear_cache()
+        clear = getattr(self._jitted, "clear_cache", None)  # not in every jax version
+        if clear is not None:
+            clear()
         self._seen.clear()
         self._temp.clear()
         _release_free_heap()
