@@ -334,6 +334,12 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _split_size(atype: np.ndarray, pieces: list[tuple[np.ndarray, np.ndarray]]) -> int:
+    """Atoms of each call of a split frame before padding: the frame's extended atoms plus the
+    most padding centres of any call (:func:`_centres_first`)."""
+    return atype.shape[1] + max(int(np.sum(c < 0)) for c, _ in pieces)
+
+
 def _split_centres(local: np.ndarray, counts: np.ndarray | None, k: int
                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The centres (local atom numbers; -1: padding) and their types of each of ``k`` calls
@@ -483,11 +489,11 @@ class JaxFrozenModel:
         if k is None:
             k = self._piece_counts[nloc] = self._piece_count(coord, atype, sections, counts)
         pieces = _split_centres(local, counts, k)
-        size = atype.shape[1] + max(int(np.sum(c < 0)) for c, _ in pieces)
+        size = _split_size(atype, pieces)
 
         def call(piece: tuple[np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray]:
             args, order = self._piece_args(coord, atype, sections, piece, size)
-            return {k: np.asarray(v) for k, v in self._narrow(*args).items()}, order
+            return {key: np.asarray(v) for key, v in self._narrow(*args).items()}, order
 
         shapes = (size, tuple(s.shape[2] for s in sections), pieces[0][0].size)
         if self._pool is None:
@@ -531,8 +537,8 @@ class JaxFrozenModel:
                      counts: np.ndarray | None) -> int:
         """How many calls a frame of these atoms is split into: a multiple of
         :data:`SPLIT_THREADS`, the fewest whose calls' temporary buffer (XLA's memory analysis
-        of the compiled call) fits in :data:`CALL_TEMP_BYTES`, down to
-        about :data:`MIN_PIECE_CENTRES` centres per call. The first guess scales the largest buffer
+        of the compiled call) fits in :data:`CALL_TEMP_BYTES`, down to about
+        :data:`MIN_PIECE_CENTRES` centres per call. The first guess scales the largest buffer
         per centre seen so far; a shape found too large is compiled again smaller, the
         rejected executables dropped (:meth:`~polypot.backend.jax._CompiledPerShape.forget`)."""
         nloc = sections[0].shape[1]
@@ -542,8 +548,8 @@ class JaxFrozenModel:
                               SPLIT_THREADS), SPLIT_THREADS), most)
         while True:
             pieces = _split_centres(local, counts, k)
-            size = atype.shape[1] + max(int(np.sum(c < 0)) for c, _ in pieces)
-            args, _ = self._piece_args(coord, atype, sections, pieces[0], size)
+            args, _ = self._piece_args(coord, atype, sections, pieces[0],
+                                       _split_size(atype, pieces))
             temp = self._narrow.temp_bytes(*args) if hasattr(self._narrow, "temp_bytes") \
                 else None
             per_call = pieces[0][0].size
