@@ -38,7 +38,12 @@ def nominal_peak(threads: int) -> tuple[float, str]:
                   if ln.startswith("flags")), [])
     mhz = next((float(ln.split(":", 1)[1]) for ln in info.splitlines()
                 if ln.startswith("cpu MHz")), float("nan"))
-    if "avx512f" in flags:
+    family = next((ln.split(":", 1)[1].strip() for ln in info.splitlines()
+                   if ln.startswith("cpu family")), "")
+    amd = "AuthenticAMD" in info
+    if "avx512f" in flags and amd and family == "25":
+        per_cycle, how = 16, "Zen 4: AVX-512 on two 256-bit halves, 4 doubles x 2 (FMA) x 2 units"
+    elif "avx512f" in flags:
         per_cycle, how = 32, "AVX-512: 8 doubles x 2 (FMA) x 2 FMA units"
     elif "fma" in flags:
         per_cycle, how = 16, "AVX2: 4 doubles x 2 (FMA) x 2 FMA units"

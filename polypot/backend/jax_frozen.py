@@ -68,7 +68,7 @@ SORTED_NARROW = "narrow_sorted"
 #: busy), two calls at once use both (se_e2_a / DPA-1 L0, 1536 atoms: -9% / -20% per call;
 #: 384 atoms -3% / -13%; 192 atoms +2% / -9%; bench/README.md). Compressed se_e2_a (the
 #: :data:`SORTED_NARROW` program) split only from 1024 atoms before the calls were kept under
-#: :data:`CALL_TEMP_BYTES`; now it gains from 384 atoms (2 Zen 4 cores: 384 atoms 22.2 ->
+#: :data:`CALL_TEMP_BYTES`; now it gains from 384 atoms (2 Zen 5 cores: 384 atoms 22.2 ->
 #: 19.6 ms, 768 atoms 37.8 -> 28.9 ms). POLYPOT_SPLIT_CENTRES=0 turns it off
 SPLIT_MIN_ATOMS = int(os.environ.get("POLYPOT_SPLIT_MIN_ATOMS", "256"))
 #: calls of a split frame that run at once (one thread each)

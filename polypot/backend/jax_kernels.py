@@ -53,7 +53,7 @@ CHUNK_PAIRS = int(os.environ.get("POLYPOT_TABLE_CHUNK_PAIRS", "2048"))
 #: Override with POLYPOT_CENTRE_CHUNK_PAIRS
 CENTRE_CHUNK_PAIRS = int(os.environ.get("POLYPOT_CENTRE_CHUNK_PAIRS", "4096"))
 #: ``centre_chunks``' pairs per chunk for DPA-1 (se_atten) descriptors, with or without
-#: attention layers (2 Zen 4 cores, 1536 water atoms, ms per call: L=2 4096 pairs 1407.7, 2048
+#: attention layers (2 Zen 5 cores, 1536 water atoms, ms per call: L=2 4096 pairs 1407.7, 2048
 #: 1218.9, 1024 1085.9, 512 1062.7; L=0 4096 119.9, 2048 114.1, 1024 105.9, and at 12288 atoms
 #: 941.6 against 869.9 for 1024). POLYPOT_ATTN_CHUNK_PAIRS
 ATTN_CHUNK_PAIRS = int(os.environ.get("POLYPOT_ATTN_CHUNK_PAIRS", "1024"))
