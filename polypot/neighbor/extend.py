@@ -28,6 +28,16 @@ def extended_rank(j: np.ndarray, shift: np.ndarray, nloc: int, code: ShiftCode) 
     return rank
 
 
+def cell_offsets(coord: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """Whole cell vectors that move each atom into the cell: (n, 3) float64 ``k @ cell`` with
+    k = floor of the fractional coordinates (DeePMD-kit's ``normalize_coord``); zero rows for
+    atoms already inside, so ``coord - offsets`` leaves those bit for bit.
+
+    coord: (n, 3) positions (Å); cell: (3, 3) float64 lattice vectors as rows (Å)."""
+    frac = coord.astype(np.float64) @ np.linalg.inv(cell)
+    return np.floor(frac) @ cell
+
+
 class Extension(NamedTuple):
     """Extended atoms of one frame.
 

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import check_inputs
-from .extend import Extension, extend_frame, extended_rank
+from .extend import Extension, cell_offsets, extend_frame, extended_rank
 from .pairs import cached_calculator, find_pairs
 
 # bits of the packed sort key; kept below 63 so the key stays a positive int64
@@ -23,7 +23,8 @@ class NeighborData:
     """Extended system and neighbour list of ``nf`` frames.
 
     coord: (nf, nall, 3) float extended coordinates (Å); the first nloc are the input
-        coordinates (unchanged), then periodic images; padding atoms are at 0.
+        coordinates (unchanged, or moved into the cell by whole cell vectors where the builder
+        wraps), then periodic images; padding atoms are at 0.
     atype: (nf, nall) int64 types of the extended atoms, -1 for padding.
     mapping: (nf, nall) int64 local atom each extended atom is an image of
         (identity on the first nloc), 0 for padding.
@@ -166,6 +167,7 @@ def build_neighbor_data(
     atype: np.ndarray,
     rcut: float,
     sel: int | list[int],
+    wrap: bool = False,
 ) -> NeighborData:
     """Extended system and padded neighbour list (see :class:`NeighborData`).
 
@@ -176,6 +178,11 @@ def build_neighbor_data(
     rcut: cutoff radius (Å); neighbours are at distance < rcut.
     sel: list of ints -> one section of sel[t] slots per neighbour type t;
         int -> one mixed section of ``sel`` slots for all types.
+    wrap: first move each atom of a periodic frame into the cell by whole cell vectors (as
+        DeePMD-kit does); the first nloc coordinates returned are then the moved ones. The
+        model's outputs do not change (atomic virials included), but the images do: an MD run
+        whose atoms drift out of the cell keeps about the same number of images (unwrapped,
+        it needs more and more as the atoms spread over more cells).
     Warns (``UserWarning``) if any section overflows; the closest pairs are kept.
     """
     checked = check_inputs(coord, cell, atype, rcut, sel)
@@ -194,6 +201,9 @@ def build_neighbor_data(
     max_found = np.zeros(sel_arr.size, dtype=np.int64)
     frames: list[Extension] = []
     calc = cached_calculator(rc)
+    if wrap and cel is not None:
+        crd = np.stack([(c - cell_offsets(c, b)).astype(crd.dtype)
+                        for c, b in zip(crd, cel, strict=True)])
     for f in range(nf):
         frame_cell = None if cel is None else cel[f]
         pairs = find_pairs(crd[f], frame_cell, rc, calc)

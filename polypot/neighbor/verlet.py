@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import _check_rcut, _check_sel, check_inputs
-from .extend import extend_frame, extended_rank
+from .extend import cell_offsets, extend_frame, extended_rank
 from .nlist import NeighborData, _overflow_message, _sort_pairs, section_pairs
 from .pairs import find_pairs, new_calculator
 
@@ -23,7 +23,8 @@ class _Candidates(NamedTuple):
     (:func:`~polypot.neighbor.extend.extended_rank`); section: (ncand,) int64.
     per_centre: (natoms,) int64 candidates of each centre (they are stored in centre order).
     mapping: (nall,) int64; shift: (nall, 3) float64 cell shift of each extended atom;
-    ext_atype: (nall,) int64.
+    ext_atype: (nall,) int64. offset: (natoms, 3) float64 whole cell vectors subtracted from
+    each atom (``wrap``; zeros otherwise), kept until the next rebuild.
     """
 
     coord: np.ndarray
@@ -37,6 +38,7 @@ class _Candidates(NamedTuple):
     mapping: np.ndarray
     shift: np.ndarray
     ext_atype: np.ndarray
+    offset: np.ndarray
 
 
 class VerletNeighbors:
@@ -50,17 +52,22 @@ class VerletNeighbors:
     :func:`~polypot.neighbor.build_neighbor_data` builds, in the same order, on a larger
     but fixed set of ghost atoms (so compiled programs see one ``nall`` between rebuilds).
 
-    rcut, sel: as for :func:`~polypot.neighbor.build_neighbor_data`; skin: Å, >= 0.
-    ``builds`` counts the rebuilds, ``calls`` the frames served.
+    rcut, sel, wrap: as for :func:`~polypot.neighbor.build_neighbor_data`; skin: Å, >= 0.
+    With ``wrap`` each atom is moved into the cell at a rebuild, and by the same cell vectors
+    at the steps until the next one (an atom crossing the cell's face in between stays where
+    it is, so the list stays valid). ``builds`` counts the rebuilds, ``calls`` the frames
+    served.
     """
 
-    def __init__(self, rcut: float, sel: int | list[int], skin: float) -> None:
+    def __init__(self, rcut: float, sel: int | list[int], skin: float,
+                 wrap: bool = False) -> None:
         self.rcut = _check_rcut(rcut)
         self.sel, self.mixed = _check_sel(sel)
         skin = float(skin)
         if not math.isfinite(skin) or skin < 0.0:
             raise ValueError(f"the neighbour skin must be a finite number >= 0 (Å), got {skin}")
         self.skin = skin
+        self.wrap = bool(wrap)
         self.builds = 0
         self.calls = 0
         self._calc = new_calculator(self.rcut + skin)
@@ -95,10 +102,13 @@ class VerletNeighbors:
         reach = self.rcut + self.skin
         sel = self.sel.tolist() if not self.mixed else int(self.sel[0])
         checked = check_inputs(coord, cell, atype, reach, sel)
-        crd = checked.coord[0]
+        raw = checked.coord[0]
         frame_cell = None if checked.cell is None else checked.cell[0]
         typ = checked.atype[0]
-        nloc = crd.shape[0]
+        nloc = raw.shape[0]
+        offset = (cell_offsets(raw, frame_cell) if self.wrap and frame_cell is not None
+                  else np.zeros((nloc, 3)))
+        crd = (raw - offset).astype(raw.dtype) if offset.any() else raw
         pairs = find_pairs(crd, frame_cell, reach, self._calc)
         tie = extended_rank(pairs.j, pairs.shift, nloc, pairs.code)
         ext = extend_frame(crd, frame_cell, typ, tie, pairs.code)
@@ -106,16 +116,18 @@ class VerletNeighbors:
         # in neighbour-list order, so that later steps sort nearly sorted keys
         nsec = self.sel.size
         order = _sort_pairs(pairs.i * nsec + section, pairs.dist, tie, nloc * nsec, reach)
-        self._state = _Candidates(crd.copy(), None if frame_cell is None else frame_cell.copy(),
+        self._state = _Candidates(raw.copy(), None if frame_cell is None else frame_cell.copy(),
                                   typ.copy(), pairs.i[order], ext.neighbor[order], tie[order],
                                   section[order], np.bincount(pairs.i, minlength=nloc),
-                                  ext.mapping, ext.shift, ext.atype)
+                                  ext.mapping, ext.shift, ext.atype, offset)
         self.builds += 1
 
     def _select(self, coord: np.ndarray, cell: np.ndarray | None) -> NeighborData:
         s = self._state
         assert s is not None
         nloc = coord.shape[0]
+        if s.offset.any():
+            coord = (coord - s.offset).astype(coord.dtype)
         ext64 = coord.astype(np.float64)[s.mapping]
         if cell is not None and s.mapping.size > nloc:
             ext64[nloc:] += s.shift[nloc:] @ cell

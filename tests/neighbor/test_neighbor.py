@@ -628,3 +628,28 @@ def test_sort_pairs_orders_by_group_distance_tie(npair, nearly_sorted, ngroups):
     order, groups = _sort_pairs(group, dist, tie, ngroups, 6.0, nearly_sorted, with_groups=True)
     np.testing.assert_array_equal(order, want)
     np.testing.assert_array_equal(groups, group[want])
+
+
+def test_wrap_moves_atoms_into_the_cell_and_keeps_the_images_of_the_wrapped_frame() -> None:
+    """``wrap``: atoms displaced by whole cell vectors give the list of the frame inside the
+    cell (same images, same neighbours), where the unwrapped frame needs more images."""
+    rng = np.random.default_rng(7)
+    rcut = 3.0
+    cell = random_cell(rng, rcut)[None]
+    inside = rng.uniform(0.0, 1.0, size=(1, 40, 3)) @ cell[0]
+    atype = rng.integers(0, 2, size=(1, 40))
+    moved = inside + rng.integers(-3, 4, size=(1, 40, 3)) @ cell[0]
+    need = [n + 2 for n in needed_sel(inside, cell, atype, rcut, 2)]
+    ref = build_neighbor_data(inside, cell, atype, rcut, need)
+    got = build_neighbor_data(moved, cell, atype, rcut, need, wrap=True)
+    np.testing.assert_allclose(got.coord, ref.coord, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got.nlist, ref.nlist)
+    np.testing.assert_array_equal(got.mapping, ref.mapping)
+    np.testing.assert_array_equal(got.atype, ref.atype)
+    unwrapped = build_neighbor_data(moved, cell, atype, rcut, need)
+    assert unwrapped.coord.shape[1] > got.coord.shape[1]
+    # in-cell atoms are left bit for bit; open frames are never moved
+    again = build_neighbor_data(inside, cell, atype, rcut, need, wrap=True)
+    np.testing.assert_array_equal(again.coord, ref.coord)
+    cluster = build_neighbor_data(moved, None, atype, rcut, 60, wrap=True)
+    np.testing.assert_array_equal(cluster.coord[:, :40], moved)

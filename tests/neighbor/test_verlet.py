@@ -54,6 +54,43 @@ def test_trajectory_equals_fresh_lists(sel, periodic) -> None:
     assert 1 < verlet.builds < 12  # some steps reused the list, some moves forced a rebuild
 
 
+def _relative_slots(nd: NeighborData) -> np.ndarray:
+    """(nloc, nnei, 4): per nlist slot the neighbour's position relative to its centre and its
+    local atom (NaN for an empty slot); the same however the atoms are wrapped."""
+    nl = nd.nlist[0]
+    j = np.maximum(nl, 0)
+    rel = nd.coord[0][j] - nd.coord[0][:nd.nloc, None]
+    vals = np.concatenate([rel, nd.mapping[0][j][..., None].astype(float)], axis=-1)
+    return np.where(nl[..., None] >= 0, vals, np.nan)
+
+
+def test_wrapped_trajectory_keeps_its_images_while_atoms_cross_the_cell() -> None:
+    """``wrap``: a frame displaced by whole cell vectors, whose atoms then move across the
+    cell's faces, keeps the images of the wrapped frame between rebuilds (atoms that cross in
+    between are not moved back until the next rebuild), and its neighbours equal a fresh
+    wrapped list's."""
+    coord, cell, atype = water_box(12, seed=3)
+    rng = np.random.default_rng(4)
+    x = coord + rng.integers(-2, 3, size=coord.shape) @ cell
+    verlet = VerletNeighbors(RCUT, [10, 20], skin=1.0, wrap=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = verlet(x[None], cell[None], atype)
+        inside = VerletNeighbors(RCUT, [10, 20], skin=1.0)(coord[None], cell[None], atype)
+        unwrapped = VerletNeighbors(RCUT, [10, 20], skin=1.0)(x[None], cell[None], atype)
+    assert first.coord.shape[1] == inside.coord.shape[1] < unwrapped.coord.shape[1]
+    for _ in range(8):
+        x = x + rng.normal(scale=0.05, size=x.shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fresh = build_neighbor_data(x[None], cell[None], atype, RCUT, [10, 20], wrap=True)
+            reused = verlet(x[None], cell[None], atype)
+        a, b = _relative_slots(fresh), _relative_slots(reused)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(np.nan_to_num(b), np.nan_to_num(a), rtol=0, atol=1e-12)
+    assert verlet.builds < 8
+
+
 def test_rebuilds_exactly_when_an_atom_moves_half_the_skin() -> None:
     coord, cell, atype = water_box(8, seed=2)
     verlet = VerletNeighbors(RCUT, [20, 40], skin=1.0)

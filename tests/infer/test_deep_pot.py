@@ -1,0 +1,34 @@
+"""DeepPot moves atoms into the cell before its neighbour list (as DeePMD-kit does)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from reference_data import FIXTURES, fixture_frames, fixture_reference, max_rel
+
+from polypot.backend.registry import default_autodiff_backend
+from polypot.infer.deep_pot import DeepPot
+
+
+@pytest.mark.parametrize("skin", [None, 1.0], ids=["fresh", "verlet"])
+def test_atoms_displaced_by_cell_vectors_give_the_same_results(skin) -> None:
+    """The periodic fixture frame (atoms up to 0.6 cells outside) and the same frame with its
+    atoms displaced by up to 3 cell vectors: the same extended atom count and the same
+    energies, forces, virials and atomic virials, equal to DeePMD-kit's."""
+    coord, cell, atype = fixture_frames("se_e2_a", "periodic")
+    coord, cell = coord[:1], cell[:1]
+    ref = fixture_reference("se_e2_a", "periodic")
+    far = coord + np.random.default_rng(5).integers(-3, 4, size=coord.shape) @ cell[0]
+    dp = DeepPot(FIXTURES / "se_e2_a" / "model.dp", backend=default_autodiff_backend(),
+                 skin=skin)
+    n_near = dp.neighbor_data(coord, cell, atype).coord.shape[1]
+    dp.set_skin(skin)  # a fresh Verlet list for the displaced frame
+    assert dp.neighbor_data(far, cell, atype).coord.shape[1] == n_near
+    near_out = dp.eval(coord, cell, atype, atomic=True)
+    dp.set_skin(skin)
+    far_out = dp.eval(far, cell, atype, atomic=True)
+    for name, a, b in zip(("energy", "force", "virial", "atom_energy", "atom_virial"),
+                          near_out, far_out, strict=True):
+        assert max_rel(b, a) < 1e-12, name
+    assert max_rel(far_out[4], ref["atom_virial"][:1]) < 1e-10
+    assert max_rel(far_out[1], ref["force"][:1]) < 1e-10
