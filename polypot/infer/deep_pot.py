@@ -85,7 +85,7 @@ class DeepPot:
     def set_skin(self, skin: float | None) -> None:
         """Reuse single-frame neighbour lists with this Verlet skin (Å); None: never reuse."""
         self._verlet = None if skin is None else VerletNeighbors(
-            self.get_rcut(), self._info["sel"], skin, wrap=True)
+            self.get_rcut(), self._info["sel"], skin, wrap=self._wraps())
 
     # ---- metadata (DeePMD-kit names) -------------------------------------------------------------
     def get_type_map(self) -> list[str]:
@@ -119,14 +119,22 @@ class DeepPot:
         if self._verlet is not None and coord.shape[0] == 1:
             return self._verlet(coord, cell, atype)
         return build_neighbor_data(coord, cell, atype, self.get_rcut(), self._info["sel"],
-                                   wrap=True)
+                                   wrap=self._wraps())
+
+    def _wraps(self) -> bool:
+        """Whether periodic frames' atoms are moved into the cell before the neighbour list:
+        yes, except for message-passing descriptors (DPA-2), whose atomic virials (not their
+        energies, forces or virials) change when atoms move by cell vectors, and DeePMD-kit's
+        match the atoms where the caller put them (``tests/model/test_dpa2_variants.py``)."""
+        return not self.has_message_passing()
 
     def eval(self, coords: Any, cells: Any, atom_types: Any, atomic: bool = False
              ) -> tuple[np.ndarray, ...]:
         """Energy (nf, 1), force (nf, natoms, 3), virial (nf, 9) [, atom_energy (nf, natoms, 1),
         atom_virial (nf, natoms, 9)] in eV, eV/Å, eV. Coordinates in Å; cells rows are vectors.
         Atoms of periodic frames are moved into the cell by whole cell vectors before the
-        neighbour list is built (as DeePMD-kit does; the results do not change)."""
+        neighbour list is built (as DeePMD-kit does; the results do not change), except for
+        DPA-2 (:meth:`_wraps`)."""
         nd = self.neighbor_data(coords, cells, atom_types)
         out = self._runner.run(nd, forces=True, atomic=atomic)
         res = (out["energy"], out["force"], out["virial"])
