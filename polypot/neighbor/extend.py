@@ -28,14 +28,19 @@ def extended_rank(j: np.ndarray, shift: np.ndarray, nloc: int, code: ShiftCode) 
     return rank
 
 
-def cell_offsets(coord: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """Whole cell vectors that move each atom into the cell: (n, 3) float64 ``k @ cell`` with
-    k = floor of the fractional coordinates (DeePMD-kit's ``normalize_coord``); zero rows for
-    atoms already inside, so ``coord - offsets`` leaves those bit for bit.
+def wrap_into_cell(coord: np.ndarray, cell: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``coord`` moved into the cell by whole cell vectors (DeePMD-kit's ``normalize_coord``),
+    and those vectors, or ``coord`` itself and None where every atom is inside already. Atoms
+    inside are left bit for bit; the result keeps ``coord``'s dtype.
 
-    coord: (n, 3) positions (Å); cell: (3, 3) float64 lattice vectors as rows (Å)."""
-    frac = coord.astype(np.float64) @ np.linalg.inv(cell)
-    return np.floor(frac) @ cell
+    coord: (n, 3) positions (Å); cell: (3, 3) float64 lattice vectors as rows (Å).
+    Returns (n, 3) positions and (n, 3) float64 offsets ``k @ cell`` (k = floor of the
+    fractional coordinates) or None."""
+    k = np.floor(coord.astype(np.float64) @ np.linalg.inv(cell))
+    if not k.any():
+        return coord, None
+    offsets = k @ cell
+    return (coord - offsets).astype(coord.dtype), offsets
 
 
 class Extension(NamedTuple):

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import check_inputs
-from .extend import Extension, cell_offsets, extend_frame, extended_rank
+from .extend import Extension, extend_frame, extended_rank, wrap_into_cell
 from .pairs import cached_calculator, find_pairs
 
 # bits of the packed sort key; kept below 63 so the key stays a positive int64
@@ -179,10 +179,11 @@ def build_neighbor_data(
     sel: list of ints -> one section of sel[t] slots per neighbour type t;
         int -> one mixed section of ``sel`` slots for all types.
     wrap: first move each atom of a periodic frame into the cell by whole cell vectors (as
-        DeePMD-kit does); the first nloc coordinates returned are then the moved ones. The
-        model's outputs do not change (atomic virials included), but the images do: an MD run
-        whose atoms drift out of the cell keeps about the same number of images (unwrapped,
-        it needs more and more as the atoms spread over more cells).
+        DeePMD-kit does); the first nloc coordinates returned are then the moved ones. An
+        atom-local model's outputs do not change (atomic virials included; DPA-2's atomic
+        virials do, see ``DeepPot._wraps``), but the images do: an MD run whose atoms drift
+        out of the cell keeps about the same number of images (unwrapped, it needs more and
+        more as the atoms spread over more cells).
     Warns (``UserWarning``) if any section overflows; the closest pairs are kept.
     """
     checked = check_inputs(coord, cell, atype, rcut, sel)
@@ -202,8 +203,7 @@ def build_neighbor_data(
     frames: list[Extension] = []
     calc = cached_calculator(rc)
     if wrap and cel is not None:
-        crd = np.stack([(c - cell_offsets(c, b)).astype(crd.dtype)
-                        for c, b in zip(crd, cel, strict=True)])
+        crd = np.stack([wrap_into_cell(c, b)[0] for c, b in zip(crd, cel, strict=True)])
     for f in range(nf):
         frame_cell = None if cel is None else cel[f]
         pairs = find_pairs(crd[f], frame_cell, rc, calc)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._checks import _check_rcut, _check_sel, check_inputs
-from .extend import cell_offsets, extend_frame, extended_rank
+from .extend import extend_frame, extended_rank, wrap_into_cell
 from .nlist import NeighborData, _overflow_message, _sort_pairs, section_pairs
 from .pairs import find_pairs, new_calculator
 
@@ -24,7 +24,7 @@ class _Candidates(NamedTuple):
     per_centre: (natoms,) int64 candidates of each centre (they are stored in centre order).
     mapping: (nall,) int64; shift: (nall, 3) float64 cell shift of each extended atom;
     ext_atype: (nall,) int64. offset: (natoms, 3) float64 whole cell vectors subtracted from
-    each atom (``wrap``; zeros otherwise), kept until the next rebuild.
+    each atom (``wrap``), kept until the next rebuild; None where no atom was moved.
     """
 
     coord: np.ndarray
@@ -38,7 +38,7 @@ class _Candidates(NamedTuple):
     mapping: np.ndarray
     shift: np.ndarray
     ext_atype: np.ndarray
-    offset: np.ndarray
+    offset: np.ndarray | None
 
 
 class VerletNeighbors:
@@ -106,9 +106,8 @@ class VerletNeighbors:
         frame_cell = None if checked.cell is None else checked.cell[0]
         typ = checked.atype[0]
         nloc = raw.shape[0]
-        offset = (cell_offsets(raw, frame_cell) if self.wrap and frame_cell is not None
-                  else np.zeros((nloc, 3)))
-        crd = (raw - offset).astype(raw.dtype) if offset.any() else raw
+        crd, offset = (wrap_into_cell(raw, frame_cell) if self.wrap and frame_cell is not None
+                       else (raw, None))
         pairs = find_pairs(crd, frame_cell, reach, self._calc)
         tie = extended_rank(pairs.j, pairs.shift, nloc, pairs.code)
         ext = extend_frame(crd, frame_cell, typ, tie, pairs.code)
@@ -126,7 +125,7 @@ class VerletNeighbors:
         s = self._state
         assert s is not None
         nloc = coord.shape[0]
-        if s.offset.any():
+        if s.offset is not None:
             coord = (coord - s.offset).astype(coord.dtype)
         ext64 = coord.astype(np.float64)[s.mapping]
         if cell is not None and s.mapping.size > nloc:

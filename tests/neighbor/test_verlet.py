@@ -15,12 +15,16 @@ from polypot.neighbor.verlet import VerletNeighbors
 RCUT = 4.0
 
 
-def _slots(nd: NeighborData) -> np.ndarray:
+def _slots(nd: NeighborData, relative: bool = False) -> np.ndarray:
     """(nloc, nnei, 4): per nlist slot the neighbour's coordinates and local atom (NaN for an
-    empty slot); independent of how the ghost atoms are numbered."""
+    empty slot); independent of how the ghost atoms are numbered. ``relative``: coordinates
+    relative to the slot's centre, the same however the atoms are wrapped."""
     nl = nd.nlist[0]
     j = np.maximum(nl, 0)
-    vals = np.concatenate([nd.coord[0][j], nd.mapping[0][j][..., None].astype(float)], axis=-1)
+    xyz = nd.coord[0][j]
+    if relative:
+        xyz = xyz - nd.coord[0][:nd.nloc, None]
+    vals = np.concatenate([xyz, nd.mapping[0][j][..., None].astype(float)], axis=-1)
     return np.where(nl[..., None] >= 0, vals, np.nan)
 
 
@@ -54,16 +58,6 @@ def test_trajectory_equals_fresh_lists(sel, periodic) -> None:
     assert 1 < verlet.builds < 12  # some steps reused the list, some moves forced a rebuild
 
 
-def _relative_slots(nd: NeighborData) -> np.ndarray:
-    """(nloc, nnei, 4): per nlist slot the neighbour's position relative to its centre and its
-    local atom (NaN for an empty slot); the same however the atoms are wrapped."""
-    nl = nd.nlist[0]
-    j = np.maximum(nl, 0)
-    rel = nd.coord[0][j] - nd.coord[0][:nd.nloc, None]
-    vals = np.concatenate([rel, nd.mapping[0][j][..., None].astype(float)], axis=-1)
-    return np.where(nl[..., None] >= 0, vals, np.nan)
-
-
 def test_wrapped_trajectory_keeps_its_images_while_atoms_cross_the_cell() -> None:
     """``wrap``: a frame displaced by whole cell vectors, whose atoms then move across the
     cell's faces, keeps the images of the wrapped frame between rebuilds (atoms that cross in
@@ -85,7 +79,7 @@ def test_wrapped_trajectory_keeps_its_images_while_atoms_cross_the_cell() -> Non
             warnings.simplefilter("ignore")
             fresh = build_neighbor_data(x[None], cell[None], atype, RCUT, [10, 20], wrap=True)
             reused = verlet(x[None], cell[None], atype)
-        a, b = _relative_slots(fresh), _relative_slots(reused)
+        a, b = _slots(fresh, relative=True), _slots(reused, relative=True)
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         np.testing.assert_allclose(np.nan_to_num(b), np.nan_to_num(a), rtol=0, atol=1e-12)
     assert verlet.builds < 8
