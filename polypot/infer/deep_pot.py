@@ -51,11 +51,23 @@ class DeepPot:
     ``skin / 2`` or the cell, types or atom count change: for MD, where consecutive frames are
     close. The results equal those of a fresh list (same neighbours, same order). None: build
     a fresh list at every call, as DeePMD-kit does.
+
+    wrap: move the atoms of periodic frames into the cell by whole cell vectors before the
+    neighbour list (default; DeePMD-kit 3.2's ``DeepPot`` does the same with its own
+    neighbour list). Energies, forces and virials never depend on it, nor do atomic virials of
+    atom-local models. DPA-2's atomic virials do: they pair gradients reaching an atom through
+    its local copy with that copy's position. Wrapped, they do not depend on which image of an
+    atom the caller passes, and an MD run keeps its extended system (and compiled shapes) the
+    same size as atoms drift out of the cell. ``wrap=False`` keeps the atoms where they are
+    given: DPA-2 atomic virials then equal those of DeePMD-kit 3.2 run with the ``vesin``
+    package installed (its vesin neighbour list does not move atoms), as in the DeePMD-kit
+    fixtures.
     """
 
     def __init__(self, model_file: str | os.PathLike, backend: str | None = None,
-                 skin: float | None = None) -> None:
+                 skin: float | None = None, wrap: bool = True) -> None:
         self.path = Path(model_file)
+        self.wrap = bool(wrap)
         file_backend = backend_for_file(self.path)
         if file_backend == "numpy":
             from ..io.model_file import load_model
@@ -85,7 +97,7 @@ class DeepPot:
     def set_skin(self, skin: float | None) -> None:
         """Reuse single-frame neighbour lists with this Verlet skin (Å); None: never reuse."""
         self._verlet = None if skin is None else VerletNeighbors(
-            self.get_rcut(), self._info["sel"], skin, wrap=self._wraps())
+            self.get_rcut(), self._info["sel"], skin, wrap=self.wrap)
 
     # ---- metadata (DeePMD-kit names) -------------------------------------------------------------
     def get_type_map(self) -> list[str]:
@@ -119,22 +131,14 @@ class DeepPot:
         if self._verlet is not None and coord.shape[0] == 1:
             return self._verlet(coord, cell, atype)
         return build_neighbor_data(coord, cell, atype, self.get_rcut(), self._info["sel"],
-                                   wrap=self._wraps())
-
-    def _wraps(self) -> bool:
-        """Whether periodic frames' atoms are moved into the cell before the neighbour list:
-        yes, except for message-passing descriptors (DPA-2), whose atomic virials (not their
-        energies, forces or virials) change when atoms move by cell vectors, and DeePMD-kit's
-        match the atoms where the caller put them (``tests/model/test_dpa2_variants.py``)."""
-        return not self.has_message_passing()
+                                   wrap=self.wrap)
 
     def eval(self, coords: Any, cells: Any, atom_types: Any, atomic: bool = False
              ) -> tuple[np.ndarray, ...]:
         """Energy (nf, 1), force (nf, natoms, 3), virial (nf, 9) [, atom_energy (nf, natoms, 1),
         atom_virial (nf, natoms, 9)] in eV, eV/Å, eV. Coordinates in Å; cells rows are vectors.
         Atoms of periodic frames are moved into the cell by whole cell vectors before the
-        neighbour list is built (as DeePMD-kit does; the results do not change), except for
-        DPA-2 (:meth:`_wraps`)."""
+        neighbour list is built, unless ``wrap=False`` (see the class)."""
         nd = self.neighbor_data(coords, cells, atom_types)
         out = self._runner.run(nd, forces=True, atomic=atomic)
         res = (out["energy"], out["force"], out["virial"])

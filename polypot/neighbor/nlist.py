@@ -181,9 +181,9 @@ def build_neighbor_data(
     wrap: first move each atom of a periodic frame into the cell by whole cell vectors (as
         DeePMD-kit does); the first nloc coordinates returned are then the moved ones. An
         atom-local model's outputs do not change (atomic virials included; DPA-2's atomic
-        virials do, see ``DeepPot._wraps``), but the images do: an MD run whose atoms drift
-        out of the cell keeps about the same number of images (unwrapped, it needs more and
-        more as the atoms spread over more cells).
+        virials do, see :class:`~polypot.infer.deep_pot.DeepPot`), but the images do: an MD
+        run whose atoms drift out of the cell keeps about the same number of images
+        (unwrapped, it needs more and more as the atoms spread over more cells).
     Warns (``UserWarning``) if any section overflows; the closest pairs are kept.
     """
     checked = check_inputs(coord, cell, atype, rcut, sel)

@@ -32,3 +32,32 @@ def test_atoms_displaced_by_cell_vectors_give_the_same_results(skin) -> None:
         assert max_rel(b, a) < 1e-12, name
     assert max_rel(far_out[4], ref["atom_virial"][:1]) < 1e-10
     assert max_rel(far_out[1], ref["force"][:1]) < 1e-10
+
+
+def test_dpa2_atomic_virials_do_not_depend_on_the_images_given() -> None:
+    """DPA-2 passes features from an atom's local copy to its images, so its atomic virials
+    depend on which copy is local (energies, forces and virials do not). Wrapped (the default),
+    the frame and the frame with atoms displaced by cell vectors give the same atomic virials:
+    those of the unwrapped model on the wrapped coordinates. ``wrap=False`` reproduces the
+    DeePMD-kit fixture (made with vesin installed, which leaves the atoms where they are)."""
+    coord, cell, atype = fixture_frames("dpa2", "periodic")
+    coord, cell = coord[:1], cell[:1]
+    ref = fixture_reference("dpa2", "periodic")
+    far = coord + np.random.default_rng(7).integers(-2, 3, size=coord.shape) @ cell[0]
+    frac = coord[0] @ np.linalg.inv(cell[0])
+    inside = ((frac % 1.0) @ cell[0])[None]
+    model = FIXTURES / "dpa2" / "model.dp"
+    backend = default_autodiff_backend()
+    wrapped, as_given = DeepPot(model, backend=backend), DeepPot(model, backend=backend, wrap=False)
+    near = wrapped.eval(coord, cell, atype, atomic=True)
+    moved = wrapped.eval(far, cell, atype, atomic=True)
+    for name, a, b in zip(("energy", "force", "virial", "atom_energy", "atom_virial"),
+                          near, moved, strict=True):
+        assert max_rel(b, a) < 1e-12, name
+    assert max_rel(near[4], as_given.eval(inside, cell, atype, atomic=True)[4]) < 1e-12
+    given = as_given.eval(coord, cell, atype, atomic=True)
+    assert max_rel(given[4], ref["atom_virial"][:1]) < 1e-10
+    assert max_rel(near[1], ref["force"][:1]) < 1e-10
+    assert max_rel(near[2], ref["virial"][:1]) < 1e-10
+    # the images matter: the fixture's atoms (up to 0.6 cells outside) unwrapped differ
+    assert max_rel(near[4], ref["atom_virial"][:1]) > 1e-3
