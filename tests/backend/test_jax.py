@@ -344,10 +344,15 @@ def test_split_centres_gives_every_call_the_same_count_of_each_type():
 
 
 @pytest.fixture(scope="module")
-def compressed_se_e2_a(models, tmp_path_factory):
+def compressed_se_e2_a_model(models):
     from polypot.model.compress import compress_model
 
-    cmodel, cparams = compress_model(*models["se_e2_a"], 0.9)
+    return compress_model(*models["se_e2_a"], 0.9)
+
+
+@pytest.fixture(scope="module")
+def compressed_se_e2_a(compressed_se_e2_a_model, tmp_path_factory):
+    cmodel, cparams = compressed_se_e2_a_model
     path = tmp_path_factory.mktemp("sorted") / "c.hlo"
     freeze(path, cmodel, cparams)
     return cmodel, load_frozen(path)
@@ -363,7 +368,8 @@ def _constant_bytes(hlo_text: str) -> int:
     return total
 
 
-def test_hlo_compressed_program_holds_no_folded_padding(models, compressed_se_e2_a):
+def test_hlo_compressed_program_holds_no_folded_padding(compressed_se_e2_a_model,
+                                                       compressed_se_e2_a):
     """The compiled narrow program of compressed se_e2_a holds the table once per centre type's
     loop and the other parameters at most twice (a product's transposed copy), nothing more.
     The left-out slots of a narrowed list (a constant G^T R per centre type) used to be padded
@@ -371,10 +377,8 @@ def test_hlo_compressed_program_holds_no_folded_padding(models, compressed_se_e2
     here (24.3 against 18.2 MB), and each constant byte costs about ten at compilation."""
     import jax
 
-    from polypot.model.compress import compress_model
-
     cmodel, frozen = compressed_se_e2_a
-    cparams = compress_model(*models["se_e2_a"], 0.9)[1]
+    cparams = compressed_se_e2_a_model[1]
     table = sum(np.asarray(x).nbytes for path, x in jax.tree_util.tree_leaves_with_path(cparams)
                 if "table" in jax.tree_util.keystr(path))
     rest = sum(np.asarray(x).nbytes for x in jax.tree_util.tree_leaves(cparams)) - table
@@ -382,10 +386,9 @@ def test_hlo_compressed_program_holds_no_folded_padding(models, compressed_se_e2
     c, t, mp = jax_frozen._pad_atoms(nd.coord, nd.atype, nd.mapping)
     counts = frozen._sorted_counts(t, nd.nlist)
     markers = [np.zeros(n, np.int8) for n in counts]
-    text = frozen._narrow.lower(c, t, *frozen._narrow_sections(nd.nlist), mp,
-                                *markers).compile().as_text()
-    assert _constant_bytes(text) <= len(cmodel.type_map) * table + 2 * rest + 2**20, \
-        (_constant_bytes(text), table, rest)
+    held = _constant_bytes(frozen._narrow.lower(c, t, *frozen._narrow_sections(nd.nlist), mp,
+                                                *markers).compile().as_text())
+    assert held <= len(cmodel.type_map) * table + 2 * rest + 2**20, (held, table, rest)
 
 
 def test_hlo_sorted_narrow_program_puts_atoms_back_in_order(compressed_se_e2_a):
